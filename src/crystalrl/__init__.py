@@ -1,0 +1,1 @@
+"""CrystalFormer-RL as a Snakemake workflow: tokenizer, model, rewards, evaluation."""

@@ -1,0 +1,76 @@
+"""Small I/O helpers shared by every stage: atomic writes, thread limits, logging."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None):
+    """Yield a temporary path beside `path`; move it into place only on success.
+
+    A killed job therefore never leaves a half-written artifact that Snakemake
+    (or a resumed run) would mistake for a finished one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=suffix if suffix is not None else path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write `df` to Parquet atomically (temp file + rename)."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_text_atomic(text: str, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+
+
+def set_threads(n: int) -> None:
+    """Limit BLAS/OpenMP/torch threads to `n` (Snakemake's {threads}).
+
+    Oversubscribed BLAS threads made MLIP relaxations 5-6x slower when two jobs
+    shared the 2 cores (see docs); every script calls this first.
+    """
+    n = max(1, int(n))
+    for var in _THREAD_VARS:
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        import torch
+        torch.set_num_threads(n)
+
+
+def get_logger(name: str, logfile: str | os.PathLike | None = None) -> logging.Logger:
+    """A logger writing to stderr and, if given, to the rule's `log:` file."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not logger.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(fmt)
+        logger.addHandler(h)
+    if logfile is not None:
+        Path(logfile).parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(logfile)
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+    return logger
