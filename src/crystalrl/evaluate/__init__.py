@@ -1,0 +1,6 @@
+"""Evaluation of generated crystals: validity, uniqueness/novelty matching, S.U.N. tables."""
+from crystalrl.evaluate.matching import NoveltyIndex, formula_key, unique_mask
+from crystalrl.evaluate.validity import composition_validity, structure_validity, validity_table
+
+__all__ = ["NoveltyIndex", "formula_key", "unique_mask",
+           "composition_validity", "structure_validity", "validity_table"]
