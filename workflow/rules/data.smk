@@ -1,0 +1,69 @@
+# Data: download (where the source is remote) -> curate -> tokenize.
+
+
+if config["data"]["urls"]:
+
+    rule download_data:
+        """Fetch the data source (e.g. HF alex-20 CSVs) with retries and checksums."""
+        output:
+            directory(config["data"]["path"]),
+        params:
+            urls=config["data"]["urls"],
+            sha256=config["data"]["sha256"],
+        log:
+            f"{LOGS}/download_data.log",
+        benchmark:
+            f"{BENCH}/download_data.tsv"
+        conda:
+            f"{ENVS}/data.yaml"
+        retries: 2
+        script:
+            "../scripts/download.py"
+
+
+rule curate:
+    """Parse, filter (e_hull, atoms, n_max), deduplicate and split 80/10/10 by id hash."""
+    input:
+        curate_input,
+    output:
+        train=f"{R}/data/train.parquet",
+        val=f"{R}/data/val.parquet",
+        test=f"{R}/data/test.parquet",
+        rejected=f"{R}/data/rejected.parquet",
+    params:
+        data=config["data"],
+    threads: threads_for("curate")
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    log:
+        f"{LOGS}/curate.log",
+    benchmark:
+        f"{BENCH}/curate.tsv"
+    conda:
+        f"{ENVS}/data.yaml"
+    script:
+        "../scripts/curate.py"
+
+
+rule tokenize:
+    """Structure -> (G, L, XYZ, A, W) Wyckoff tokens; rows that do not fit are set aside."""
+    input:
+        data=f"{R}/data/{{split}}.parquet",
+    output:
+        tokens=f"{R}/data/tokens_{{split}}.parquet",
+        rejected=f"{R}/data/tokens_rejected_{{split}}.parquet",
+    params:
+        tokenize=config["tokenize"],
+    threads: threads_for("tokenize")
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    log:
+        f"{LOGS}/tokenize_{{split}}.log",
+    benchmark:
+        f"{BENCH}/tokenize_{{split}}.tsv"
+    conda:
+        f"{ENVS}/data.yaml"
+    script:
+        "../scripts/tokenize.py"
