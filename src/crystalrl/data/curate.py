@@ -1,0 +1,324 @@
+"""Curation: parse, filter, deduplicate and split raw rows into train/val/test.
+
+Rules, in the order they are applied to each row (the first that fails names the
+reason in `rejected`, stage "curate"):
+1. exact duplicate id -> the first row seen with that id is kept;
+2. `e_above_hull >= e_hull_max` (strict `<` kept; only where labelled, NaN passes);
+   checked before parsing, since most rows of a raw Alexandria dump fail it;
+3. the structure parses with pymatgen (CIF, Structure dict or its str form);
+4. ordered (no partial occupancies), no two atoms closer than 0.5 A;
+5. `n_atoms <= max_atoms` (inclusive, default 20: Alex-20 and MP-20 keep <= 20 sites
+   of the stored cell; set 19 for the paper's "fewer than 20");
+6. the Wyckoff representation fits: the number of symmetry-inequivalent sites
+   (spglib via pymatgen at symprec 0.01, the tokenizer's) must be `< n_max` (one
+   slot is the stop token); the tokenizer rejects the rare leftovers itself;
+7. structural duplicates (`dedupe=True`): within each (reduced formula, space group
+   at symprec 0.1) group, pymatgen's `StructureMatcher` with default tolerances
+   (ltol 0.2, stol 0.3, angle 5 deg, volume scaled) compares structures in id
+   order; one matching an earlier-kept structure is rejected as its duplicate.
+
+Split: `u = blake2b(f"{seed}:{id}")` mapped to [0, 1); train if u < 0.8, val if
+u < 0.9, else test. A row's split depends only on its id and the seed, so adding or
+removing rows never moves another row between splits.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import time
+import warnings
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import islice
+from multiprocessing import get_context
+
+import numpy as np
+import pandas as pd
+
+from crystalrl.data.sources import Row, parse_structure, read_source
+
+SPLITS = ("train", "val", "test")
+OUTPUT_COLUMNS = ["id", "source", "cif", "formula", "n_atoms", "spacegroup", "e_above_hull", "split"]
+REJECTED_COLUMNS = ["id", "source", "stage", "reason"]
+STAGE = "curate"
+SPACEGROUP_SYMPREC = 0.1   # the `spacegroup` column (contracts.md)
+WYCKOFF_SYMPREC = 0.01     # the tokenizer's symprec
+MIN_DISTANCE = 0.5         # A; closer atoms mean a broken structure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Filters:
+    max_atoms: int = 20
+    e_hull_max: float = 0.1
+    n_max: int = 21
+
+
+# ---------------------------------------------------------------- split
+def hash_uniform(rid: str, seed: int = 42) -> float:
+    """A uniform number in [0, 1) from `blake2b(f"{seed}:{rid}")` (first 8 bytes)."""
+    digest = hashlib.blake2b(f"{seed}:{rid}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def split_of(rid: str, seed: int = 42, split: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> str:
+    """The split ("train"/"val"/"test") of an id; depends on nothing but id, seed, fractions."""
+    u = hash_uniform(rid, seed)
+    edges = np.cumsum(split[:2])
+    return SPLITS[int(np.searchsorted(edges, u, side="right"))]
+
+
+def _check_split(split) -> tuple[float, float, float]:
+    try:
+        fr = tuple(float(x) for x in split)
+    except TypeError as exc:
+        raise ValueError(f"data.split: expected three fractions, got {split!r}") from exc
+    if len(fr) != 3 or min(fr) < 0 or not math.isclose(sum(fr), 1.0, abs_tol=1e-6):
+        raise ValueError(f"data.split: expected three non-negative fractions summing to 1, got {split!r}")
+    return fr
+
+
+# ---------------------------------------------------------------- per row
+def check_row(row: Row, f: Filters) -> tuple[dict | None, str | None]:
+    """Parse and filter one row -> (output record, None) or (None, reason)."""
+    where = f"{row.loc} (id {row.id})"
+    e = row.e_above_hull
+    if e is not None and not math.isnan(e) and e >= f.e_hull_max:
+        return None, f"{where}: e_above_hull {e:.4g} eV/atom >= data.e_hull_max {f.e_hull_max}"
+    try:
+        s = parse_structure(row.structure)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a rejected row
+        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return None, f"{where}: could not parse structure: {msg}"
+    if not s.is_ordered:
+        return None, f"{where}: disordered structure (partial occupancies)"
+    n = len(s)
+    if n > f.max_atoms:
+        return None, f"{where}: {n} atoms > data.max_atoms {f.max_atoms}"
+    if n > 1 and not s.is_valid(tol=MIN_DISTANCE):
+        return None, f"{where}: atoms closer than {MIN_DISTANCE} A"
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+    try:
+        sg = SpacegroupAnalyzer(s, symprec=SPACEGROUP_SYMPREC).get_space_group_number()
+        # orbits = distinct `equivalent_atoms`, what get_symmetrized_structure() groups
+        # by, without its extra spglib call
+        ds = SpacegroupAnalyzer(s, symprec=WYCKOFF_SYMPREC).get_symmetry_dataset()
+        n_ineq = len(set(ds.equivalent_atoms))
+    except Exception as exc:  # noqa: BLE001 - spglib failures are rejected rows
+        return None, f"{where}: symmetry analysis failed: {exc}"
+    if n_ineq >= f.n_max:
+        return None, (f"{where}: {n_ineq} symmetry-inequivalent sites (symprec {WYCKOFF_SYMPREC}) "
+                      f"do not fit data.n_max {f.n_max} (need < n_max)")
+    return {"id": row.id, "source": row.source, "cif": s.to(fmt="cif"),
+            "formula": s.composition.reduced_formula, "n_atoms": n, "spacegroup": int(sg),
+            "e_above_hull": float(e) if e is not None else math.nan}, None
+
+
+def _process_chunk(rows: list[Row], f: Filters) -> tuple[list[dict], list[tuple]]:
+    warnings.filterwarnings("ignore")  # pymatgen's CIF warnings would flood the log
+    kept, rejected = [], []
+    for row in rows:
+        rec, reason = check_row(row, f)
+        if rec is None:
+            rejected.append((row.id, row.source, STAGE, reason))
+        else:
+            kept.append(rec)
+    return kept, rejected
+
+
+def _dedupe_groups(groups: list[list[dict]]) -> list[tuple]:
+    """Within each group (same formula + space group, sorted by id) reject later matches."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Structure
+
+    warnings.filterwarnings("ignore")
+    sm = StructureMatcher()
+    rejected = []
+    for group in groups:
+        reps: list[tuple[str, Structure]] = []
+        for rec in group:
+            s = Structure.from_str(rec["cif"], fmt="cif")
+            dup = next((rid for rid, r in reps if sm.fit(r, s)), None)
+            if dup is None:
+                reps.append((rec["id"], s))
+            else:
+                rejected.append((rec["id"], rec["source"], STAGE,
+                                 f"id {rec['id']}: structural duplicate of {dup} "
+                                 f"({rec['formula']}, space group {rec['spacegroup']}; "
+                                 f"StructureMatcher defaults)"))
+    return rejected
+
+
+# ---------------------------------------------------------------- driver
+def _chunks(it: Iterable, n: int) -> Iterator[list]:
+    it = iter(it)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def _ordered_map(fn: Callable, arg_iter: Iterable[tuple], pool, window: int) -> Iterator:
+    """Like `pool.map` but submits lazily (at most `window` tasks in flight).
+
+    `Executor.map` would consume the whole input first: 1.3 M rows of CIF text.
+    """
+    if pool is None:
+        for args in arg_iter:
+            yield fn(*args)
+        return
+    pending: deque = deque()
+    for args in arg_iter:
+        pending.append(pool.submit(fn, *args))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _frame(records: list[dict], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(records, columns=columns)
+    dtypes = {"id": "string", "source": "string", "cif": "string", "formula": "string",
+              "n_atoms": "int64", "spacegroup": "int64", "e_above_hull": "float64",
+              "split": "string", "stage": "string", "reason": "string"}
+    return df.astype({c: dtypes[c] for c in columns})
+
+
+def curate(rows: Iterable[Row], *, max_atoms: int = 20, e_hull_max: float = 0.1, n_max: int = 21,
+           split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42, dedupe: bool = True,
+           processes: int = 1, chunk_size: int = 256,
+           logger: logging.Logger | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Curate raw `rows` (see module docstring) -> ({"train","val","test"}: frames, rejected).
+
+    Each split frame has the columns of `OUTPUT_COLUMNS`, sorted by id; `rejected`
+    has `id, source, stage, reason`. `processes > 1` parses in that many worker
+    processes, `chunk_size` rows per task.
+    """
+    lg = logger or log
+    fr = _check_split(split)
+    f = Filters(int(max_atoms), float(e_hull_max), int(n_max))
+    processes = max(1, int(processes))
+    pool = (ProcessPoolExecutor(processes, mp_context=get_context("spawn"))
+            if processes > 1 else None)
+    kept: list[dict] = []
+    rejected: list[tuple] = []
+    seen: set[str] = set()
+    t0, n_rows = time.time(), 0
+
+    def unique_chunks():
+        nonlocal n_rows
+        for chunk in _chunks(rows, chunk_size):
+            n_rows += len(chunk)
+            fresh = []
+            for r in chunk:
+                if r.id in seen:
+                    rejected.append((r.id, r.source, STAGE,
+                                     f"{r.loc} (id {r.id}): duplicate id; the first row with it is kept"))
+                else:
+                    seen.add(r.id)
+                    fresh.append(r)
+            yield fresh, f
+
+    try:
+        for i, (k, rj) in enumerate(_ordered_map(_process_chunk, unique_chunks(), pool, 2 * processes)):
+            kept.extend(k)
+            rejected.extend(rj)
+            if i % 50 == 49:
+                lg.info("curate: %d rows read, %d kept, %d rejected (%.0f rows/s)",
+                        n_rows, len(kept), len(rejected), n_rows / max(time.time() - t0, 1e-9))
+        lg.info("curate: parsed %d rows in %.1f s: %d pass the filters, %d rejected",
+                n_rows, time.time() - t0, len(kept), len(rejected))
+
+        if dedupe:
+            groups: dict[tuple, list[dict]] = defaultdict(list)
+            for rec in kept:
+                groups[(rec["formula"], rec["spacegroup"])].append(rec)
+            multi = [sorted(g, key=lambda r: r["id"]) for g in groups.values() if len(g) > 1]
+            n_dup_before = len(rejected)
+            for rj in _ordered_map(_dedupe_groups, ((c,) for c in _chunks(multi, 64)),
+                                   pool, 2 * processes):
+                rejected.extend(rj)
+            dup_ids = {r[0] for r in rejected[n_dup_before:]}
+            kept = [r for r in kept if r["id"] not in dup_ids]
+            lg.info("curate: %d structural duplicates removed (%d formula/space-group groups "
+                    "with more than one member)", len(dup_ids), len(multi))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+    for rec in kept:
+        rec["split"] = split_of(rec["id"], seed, fr)
+    df = _frame(kept, OUTPUT_COLUMNS).sort_values("id", ignore_index=True)
+    splits = {name: df[df["split"] == name].reset_index(drop=True) for name in SPLITS}
+    rej = _frame([dict(zip(REJECTED_COLUMNS, r)) for r in rejected], REJECTED_COLUMNS)
+    lg.info("curate: %s; %d rejected", ", ".join(f"{k} {len(v)}" for k, v in splits.items()), len(rej))
+    return splits, rej
+
+
+# ---------------------------------------------------------------- workflow entry
+def _urls(data_cfg: dict) -> list[str]:
+    urls = data_cfg.get("urls") or data_cfg.get("url") or []
+    return [urls] if isinstance(urls, str) else list(urls)
+
+
+def fetch_inputs(data_cfg: dict, logger: logging.Logger | None = None):
+    """Download `data.url(s)` into the folder `data.path` (skipped when present with the
+    right `data.sha256`); return the path the reader should use."""
+    from pathlib import Path
+
+    from crystalrl.data.download import download
+
+    urls, path = _urls(data_cfg), data_cfg.get("path")
+    if not urls:
+        return path
+    if not path:
+        raise ValueError("data.path: required as the download folder when data.url/data.urls is set")
+    sha = data_cfg.get("sha256")
+    if isinstance(sha, str) or sha is None:
+        sha = [sha] * len(urls) if (sha is None or len(urls) == 1) else None
+        if sha is None:
+            raise ValueError("data.sha256: one string given for several data.urls; "
+                             "give a list or a {file name: sha256} mapping")
+    elif isinstance(sha, dict):
+        sha = [sha.get(u.rsplit("/", 1)[-1]) for u in urls]
+    elif len(sha) != len(urls):
+        raise ValueError(f"data.sha256: {len(sha)} checksums for {len(urls)} URLs")
+    folder = Path(path)
+    for url, h in zip(urls, sha):
+        download(url, folder / url.rsplit("/", 1)[-1], sha256=h)
+    (logger or log).info("curate: %d file(s) ready in %s", len(urls), folder)
+    return [str(folder / u.rsplit("/", 1)[-1]) for u in urls]
+
+
+def run_curate(data_cfg: dict, out_paths: dict, threads: int = 1,
+               log: str | os.PathLike | logging.Logger | None = None) -> dict[str, int]:
+    """Pick the source from `data_cfg`, curate it, write train/val/test/rejected Parquets.
+
+    `out_paths` maps "train", "val", "test", "rejected" to files; each is written
+    atomically. Returns the row count of each output.
+    """
+    from crystalrl.io import get_logger, write_parquet_atomic
+
+    lg = log if isinstance(log, logging.Logger) else get_logger("crystalrl.curate", log)
+    if not isinstance(data_cfg, dict):
+        raise ValueError(f"data: expected a mapping, got {type(data_cfg).__name__}")
+    source = data_cfg.get("source")
+    if source is None:
+        raise ValueError("data.source: missing")
+    path = fetch_inputs(data_cfg, lg)
+    rows = read_source(str(source), path)
+    splits, rejected = curate(
+        rows, max_atoms=data_cfg.get("max_atoms", 20), e_hull_max=data_cfg.get("e_hull_max", 0.1),
+        n_max=data_cfg.get("n_max", 21), split=tuple(data_cfg.get("split", (0.8, 0.1, 0.1))),
+        seed=int(data_cfg.get("seed", 42)), dedupe=bool(data_cfg.get("dedupe", True)),
+        processes=threads, logger=lg)
+    missing = [k for k in (*SPLITS, "rejected") if k not in out_paths]
+    if missing:
+        raise ValueError(f"out_paths: missing {missing}")
+    for name, df in splits.items():
+        write_parquet_atomic(df, out_paths[name])
+    write_parquet_atomic(rejected, out_paths["rejected"])
+    return {**{k: len(v) for k, v in splits.items()}, "rejected": len(rejected)}

@@ -1,0 +1,123 @@
+"""Downloads of the raw data sets: http(s) and file:// URLs, retries, sha256 checks.
+
+Why a module of its own: Alex-20 (~1.3 M rows) and the Alexandria dumps are large,
+so a download must be resumable (skipped when the file is already there with the
+right checksum), must never leave a half-written file behind (temp file + rename),
+and must survive the transient 5xx / dropped connections of public servers.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import requests
+
+from crystalrl.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+#: Alexandria PBE 3D dumps: 45 files `alexandria_000.json.bz2` ... `alexandria_044.json.bz2`,
+#: each a JSON dict whose "entries" are pymatgen ComputedStructureEntry dicts.
+ALEXANDRIA_PBE_BASE = "https://alexandria.icams.rub.de/data/pbe"
+ALEXANDRIA_PBE_URLS = [f"{ALEXANDRIA_PBE_BASE}/alexandria_{i:03d}.json.bz2" for i in range(45)]
+#: The Alexandria PBE convex hull used by the paper's E_hull reward.
+ALEXANDRIA_HULL_URL = f"{ALEXANDRIA_PBE_BASE}/convex_hull_pbe_2023.12.29.json.bz2"
+#: CrystalFormer's Alex-20 splits on Hugging Face (E_hull < 0.1 eV/atom, <= 20 sites).
+ALEX20_URLS = {split: f"https://huggingface.co/datasets/zdcao/alex-20/resolve/main/{split}.csv"
+               for split in ("train", "val", "test")}
+
+_CHUNK = 1 << 20
+
+
+class DownloadError(RuntimeError):
+    """A download failed for good (after retries) or its checksum did not match."""
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (the dumps do not fit in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fetch_once(url: str, tmp: Path, timeout: float) -> None:
+    """Stream one attempt of `url` into `tmp`; raise on any failure."""
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme == "file":
+        # urllib resolves file:// portably (percent-escapes, host part)
+        with urllib.request.urlopen(url, timeout=timeout) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, _CHUNK)
+        return
+    if scheme not in ("http", "https"):
+        raise DownloadError(f"unsupported URL scheme {scheme!r} in {url} (use http, https or file)")
+    with requests.get(url, stream=True, timeout=timeout) as r:
+        r.raise_for_status()
+        with open(tmp, "wb") as dst:
+            for block in r.iter_content(_CHUNK):
+                dst.write(block)
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Connection problems, timeouts and 5xx are worth another try; 4xx are not."""
+    if isinstance(exc, requests.HTTPError):
+        return exc.response is not None and exc.response.status_code >= 500
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout,
+                            requests.exceptions.ChunkedEncodingError))
+
+
+def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
+             retries: int = 3, timeout: float = 60, backoff: float = 2.0) -> Path:
+    """Download `url` to `dest` and return `dest`.
+
+    Skips the transfer when `dest` already exists and (if `sha256` is given) has
+    that checksum. Streams to a temp file beside `dest` and renames it into place
+    only when complete and verified. Retries `retries` times after the first try
+    on connection errors, timeouts and HTTP 5xx, sleeping `backoff ** attempt`
+    seconds in between. A checksum mismatch raises `DownloadError` naming the URL
+    and both hashes, and leaves no file behind.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        if sha256 is None:
+            log.info("%s exists; skipping download of %s", dest, url)
+            return dest
+        have = sha256sum(dest)
+        if have == sha256.lower():
+            log.info("%s exists with the expected sha256; skipping download", dest)
+            return dest
+        log.warning("%s exists but its sha256 %s != expected %s; downloading again",
+                    dest, have, sha256)
+
+    last: BaseException | None = None
+    for attempt in range(retries + 1):
+        try:
+            with atomic_path(dest) as tmp:
+                _fetch_once(url, tmp, timeout)
+                if sha256 is not None:
+                    got = sha256sum(tmp)
+                    if got != sha256.lower():
+                        # raising inside atomic_path removes the temp file
+                        raise DownloadError(
+                            f"sha256 mismatch for {url}: expected {sha256.lower()}, got {got}; "
+                            f"the download was discarded")
+            log.info("downloaded %s -> %s", url, dest)
+            return dest
+        except DownloadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified just below
+            last = exc
+            if not _retryable(exc) or attempt == retries:
+                break
+            wait = backoff ** attempt
+            log.warning("download of %s failed (%s); retry %d/%d in %.1f s",
+                        url, exc, attempt + 1, retries, wait)
+            time.sleep(wait)
+    raise DownloadError(f"could not download {url} after {attempt + 1} attempt(s): {last}") from last
