@@ -1,0 +1,67 @@
+"""The reward registry: ehull plumbing on real structures, user rewards by module:function."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pymatgen.core import Lattice, Structure
+
+from crystalrl.rewards import dielectric_fom_reward, ehull_reward, make_reward
+
+
+def _nacl():
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def _mgo():
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_user_reward_from_module_function():
+    reward = make_reward("user_rewards:oxygen_fraction")
+    res = reward([_nacl(), _mgo(), None])
+    assert np.allclose(res.reward[:2], [0.0, 0.5])
+    assert res.valid.tolist() == [True, True, False]
+    assert res.reward[2] == 0.0  # an undecodable sample gets the worst valid value
+
+
+@pytest.mark.parametrize("spec, match", [("nosuchmodule:f", "cannot import"), ("user_rewards:nope", "cannot import"),
+                                         ("justaname", "neither a known reward")])
+def test_bad_reward_names_the_config_key(spec, match):
+    with pytest.raises(ValueError, match=match) as e:
+        make_reward(spec)
+    assert "ppo.reward" in str(e.value)
+
+
+class _FakeMLIP:
+    def __init__(self, e_per_atom):
+        self.e = e_per_atom
+
+    def predict(self, structures, batch_size=64):
+        return {"energy": np.array([self.e[s.composition.reduced_formula] * len(s) for s in structures])}
+
+
+class _FakeHull:
+    def e_above_hull(self, structures, energies):
+        e = np.array([en / len(s) for s, en in zip(structures, energies)]) + 1.0
+        e[[s.composition.reduced_formula == "MgO" for s in structures]] = np.nan  # "missing reference"
+        return e, ["ok"] * len(structures)
+
+
+def test_ehull_reward_clips_and_marks_invalid():
+    reward = ehull_reward(_FakeMLIP({"NaCl": 30.0, "MgO": -1.0}), _FakeHull(), clip=10.0)
+    res = reward([_nacl(), _mgo(), None])
+    assert res.reward.tolist() == [-10.0, -10.0, -10.0]  # e_hull 31 clipped; NaN and None worst
+    assert res.valid.tolist() == [True, False, False]
+    assert res.extras["e_hull"][0] == pytest.approx(31.0)
+    reward = ehull_reward(_FakeMLIP({"NaCl": -0.9, "MgO": -1.0}), _FakeHull(), clip=10.0)
+    assert reward([_nacl()]).reward[0] == pytest.approx(-0.1)
+
+
+def test_fom_reward_uses_dummy_for_failures():
+    class P:
+        def predict(self, structures, batch_size=64):
+            n = len(structures)
+            return {"fom": np.array([6.0] * (n - 1) + [np.nan]), "band_gap": np.ones(n), "eps": np.ones(n)}
+
+    res = dielectric_fom_reward(P(), dummy=0.0)([_nacl(), _mgo(), None])
+    assert res.reward.tolist() == [6.0, 0.0, 0.0] and res.valid.tolist() == [True, False, False]
