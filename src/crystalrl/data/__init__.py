@@ -1,6 +1,6 @@
-"""Data sources, downloads, the offline demo set and curation (filters, dedupe, split)."""
-from crystalrl.data.curate import curate, run_curate, split_of
-from crystalrl.data.download import download
-from crystalrl.data.sources import Row, parse_structure, read_source
+"""Data sources (`sources`), downloads (`download`), the offline demo set (`demo`)
+and curation: filters, dedupe, seeded split (`curate`).
 
-__all__ = ["Row", "curate", "download", "parse_structure", "read_source", "run_curate", "split_of"]
+Import from the submodules (`from crystalrl.data.curate import curate`); nothing is
+re-exported here, so that a function never shadows the submodule of the same name.
+"""

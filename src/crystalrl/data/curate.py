@@ -120,10 +120,11 @@ def check_row(row: Row, f: Filters) -> tuple[dict | None, str | None]:
 
 
 def _process_chunk(rows: list[Row], f: Filters) -> tuple[list[dict], list[tuple]]:
-    warnings.filterwarnings("ignore")  # pymatgen's CIF warnings would flood the log
     kept, rejected = [], []
     for row in rows:
-        rec, reason = check_row(row, f)
+        with warnings.catch_warnings():  # pymatgen/spglib warnings would flood the log
+            warnings.simplefilter("ignore")
+            rec, reason = check_row(row, f)
         if rec is None:
             rejected.append((row.id, row.source, STAGE, reason))
         else:
@@ -136,14 +137,15 @@ def _dedupe_groups(groups: list[list[dict]]) -> list[tuple]:
     from pymatgen.analysis.structure_matcher import StructureMatcher
     from pymatgen.core import Structure
 
-    warnings.filterwarnings("ignore")
     sm = StructureMatcher()
     rejected = []
     for group in groups:
         reps: list[tuple[str, Structure]] = []
         for rec in group:
-            s = Structure.from_str(rec["cif"], fmt="cif")
-            dup = next((rid for rid, r in reps if sm.fit(r, s)), None)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                s = Structure.from_str(rec["cif"], fmt="cif")
+                dup = next((rid for rid, r in reps if sm.fit(r, s)), None)
             if dup is None:
                 reps.append((rec["id"], s))
             else:

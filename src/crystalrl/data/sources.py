@@ -28,6 +28,7 @@ import lzma
 import math
 import os
 import tarfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -57,8 +58,15 @@ def parse_structure(obj: Any):
     """Turn CIF text, a Structure dict (or its str/JSON form) or a Structure into a Structure.
 
     Raises ValueError with a short reason when it cannot. `ast.literal_eval`, never
-    `eval`: the dict form comes from untrusted CSVs.
+    `eval`: the dict form comes from untrusted CSVs. pymatgen's CIF warnings (e.g.
+    "coordinates rounded") are silenced: they would flood the log for 1.3 M rows.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _parse_structure(obj)
+
+
+def _parse_structure(obj: Any):
     from pymatgen.core import Structure
 
     if isinstance(obj, Structure):

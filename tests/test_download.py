@@ -1,0 +1,138 @@
+"""download(): local http.server and file:// URLs only, never the internet."""
+from __future__ import annotations
+
+import hashlib
+import threading
+from functools import partial
+from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+import pytest
+
+import crystalrl.data.download as dl
+from crystalrl.data.download import DownloadError, download, sha256sum
+
+PAYLOAD = b"data_x\n" * 50_000  # ~350 kB, several streaming chunks
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Serves files from `directory`; the first `fail_first` GETs answer 503."""
+    fail_first = 0
+    requests_seen = 0
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        cls = type(self)
+        cls.requests_seen += 1
+        if cls.requests_seen <= cls.fail_first:
+            self.send_error(503, "busy")
+            return
+        super().do_GET()
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "data.bin").write_bytes(PAYLOAD)
+
+    def start(fail_first=0):
+        handler = type("H", (_Handler,), {"fail_first": fail_first, "requests_seen": 0})
+        httpd = HTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}", handler
+
+    servers: list[HTTPServer] = []
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_sleep(monkeypatch):
+    monkeypatch.setattr(dl.time, "sleep", lambda s: None)
+
+
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_http_download_with_checksum(server, tmp_path):
+    base, handler = server()
+    dest = download(f"{base}/data.bin", tmp_path / "out" / "data.bin", sha256=SHA)
+    assert dest.read_bytes() == PAYLOAD and sha256sum(dest) == SHA
+    assert handler.requests_seen == 1
+    assert [p.name for p in dest.parent.iterdir()] == ["data.bin"]  # no temp file left
+
+
+def test_skips_when_present_with_right_checksum(server, tmp_path):
+    base, handler = server()
+    dest = tmp_path / "data.bin"
+    download(f"{base}/data.bin", dest, sha256=SHA)
+    download(f"{base}/data.bin", dest, sha256=SHA)
+    assert handler.requests_seen == 1
+    dest.write_bytes(b"truncated")  # a stale / broken file is fetched again
+    download(f"{base}/data.bin", dest, sha256=SHA)
+    assert handler.requests_seen == 2 and dest.read_bytes() == PAYLOAD
+
+
+def test_retries_on_503_then_succeeds(server, tmp_path):
+    base, handler = server(fail_first=2)
+    dest = download(f"{base}/data.bin", tmp_path / "d.bin", sha256=SHA, retries=3, backoff=0.01)
+    assert handler.requests_seen == 3 and dest.read_bytes() == PAYLOAD
+
+
+def test_gives_up_after_retries(server, tmp_path):
+    base, handler = server(fail_first=10)
+    with pytest.raises(DownloadError, match=r"after 3 attempt\(s\).*503"):
+        download(f"{base}/data.bin", tmp_path / "d.bin", retries=2)
+    assert handler.requests_seen == 3 and not (tmp_path / "d.bin").exists()
+
+
+def test_404_is_not_retried(server, tmp_path):
+    base, handler = server()
+    with pytest.raises(DownloadError, match="404"):
+        download(f"{base}/missing.bin", tmp_path / "d.bin", retries=3)
+    assert handler.requests_seen == 1
+
+
+def test_connection_refused_is_retried(tmp_path):
+    import socket
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError, match=r"after 3 attempt"):
+        download(f"http://127.0.0.1:{port}/x", tmp_path / "x", retries=2, timeout=5)
+
+
+def test_checksum_mismatch_names_url_and_hashes(server, tmp_path):
+    base, _ = server()
+    wrong = "0" * 64
+    with pytest.raises(DownloadError) as err:
+        download(f"{base}/data.bin", tmp_path / "out" / "d.bin", sha256=wrong)
+    msg = str(err.value)
+    assert f"{base}/data.bin" in msg and wrong in msg and SHA in msg
+    assert list((tmp_path / "out").iterdir()) == []  # neither the file nor a temp file remains
+
+
+def test_file_url(tmp_path):
+    src = tmp_path / "src dir" / "a.bin"
+    src.parent.mkdir()
+    src.write_bytes(PAYLOAD)
+    dest = download(src.as_uri(), tmp_path / "b.bin", sha256=SHA)
+    assert dest.read_bytes() == PAYLOAD
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        download(src.as_uri(), tmp_path / "c.bin", sha256="f" * 64)
+
+
+def test_unknown_scheme(tmp_path):
+    with pytest.raises(DownloadError, match="unsupported URL scheme 'ftp'"):
+        download("ftp://example.org/x", tmp_path / "x")
+
+
+def test_known_urls():
+    assert dl.ALEXANDRIA_PBE_URLS[0].endswith("/pbe/alexandria_000.json.bz2")
+    assert dl.ALEXANDRIA_HULL_URL.endswith("convex_hull_pbe_2023.12.29.json.bz2")
+    assert set(dl.ALEX20_URLS) == {"train", "val", "test"}
