@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+
 configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
@@ -13,9 +18,9 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/relax.smk"
 include: "workflow/rules/dielectric.smk"
 include: "workflow/rules/rl.smk"
-
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+
 
 rule all:
     input:

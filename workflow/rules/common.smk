@@ -61,14 +61,28 @@ def curate_input(wildcards):
     return [d["path"]] if d["path"] else []
 
 
+def dielectric_spacegroups(runs):
+    """Space groups the FoM runs were rewarded on (all evaluation groups if they used "train")."""
+    groups = set()
+    for n in runs:
+        sg = ppo_run_config(config, n)["spacegroups"]
+        groups |= set(sg) if isinstance(sg, list) else set(config["sample"]["spacegroups"])
+    return sorted(groups)
+
+
 def eval_targets():
     return expand(f"{R}/eval/{{model}}/{{set}}.parquet", model=MODELS, set=SAMPLE_SETS)
 
 
+# Fig. 6 compares the base model with the PPO runs rewarded by the dielectric FoM.
+DIELECTRIC_RUNS = [n for n in PPO_RUNS if ppo_run_config(config, n)["reward"] == "dielectric_fom"]
+DIELECTRIC_MODELS = ["base"] + [f"ppo_{n}" for n in DIELECTRIC_RUNS] if DIELECTRIC_RUNS else []
+DIELECTRIC_SPACEGROUPS = dielectric_spacegroups(DIELECTRIC_RUNS)
+
 ALL_TARGETS = [
     f"{R}/sun_by_spacegroup.csv",
-    f"{R}/report/done.txt",
-]
+    f"{R}/figures/sun_per_spacegroup.png",
+] + ([f"{R}/figures/dielectric_pareto.png"] if DIELECTRIC_RUNS else [])
 
 
 def hull_input(wildcards=None):

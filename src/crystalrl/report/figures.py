@@ -1,0 +1,139 @@
+"""The paper's figures from the workflow's Parquet artifacts (matplotlib, PNG).
+
+Each function takes DataFrames and an output path, so tests can call them directly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from crystalrl.io import atomic_path  # noqa: E402
+
+COLORS = {"base": "#4C72B0", "sft": "#55A868", "ppo": "#C44E52"}
+
+
+def model_color(model: str) -> str:
+    return COLORS.get(model, COLORS["ppo"] if model.startswith("ppo") else "#8172B2")
+
+
+def _save(fig, path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def pretrain_curves(metrics: dict[str, pd.DataFrame], path) -> None:
+    """Training and validation loss (negative log-likelihood per crystal) versus step."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, df in metrics.items():
+        c = model_color(name)
+        if "train_loss" in df:
+            d = df.dropna(subset=["train_loss"])
+            ax.plot(d["step"], d["train_loss"], "--", color=c, label=f"{name} train")
+        ax.plot(df["step"], df["val_loss"], "-o", ms=3, color=c, label=f"{name} validation")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss = -log p(crystal) (nats per crystal)")
+    ax.set_title("Pretraining and SFT loss")
+    ax.legend()
+    _save(fig, path)
+
+
+def ppo_curves(metrics: dict[str, pd.DataFrame], path) -> None:
+    """Paper Fig. 2: expected e_hull (or reward) and KL to the base model versus PPO step."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, df in metrics.items():
+        c = model_color(f"ppo_{name}")
+        if "e_hull_mean" in df and df["e_hull_mean"].notna().any():
+            ax1.plot(df["step"], df["e_hull_mean"], "-o", ms=3, color=c, label=f"{name}: mean e_hull")
+            ax1.set_ylabel("mean e_hull of samples (eV/atom)")
+        else:
+            ax1.plot(df["step"], df["reward_mean"], "-o", ms=3, color=c, label=f"{name}: mean reward")
+            ax1.set_ylabel("mean reward")
+        ax2.plot(df["step"], df["kl"], "-o", ms=3, color=c, label=name)
+    ax1.set_xlabel("PPO step")
+    ax1.set_title("Expected reward signal during fine-tuning")
+    ax1.legend()
+    ax2.set_xlabel("PPO step")
+    ax2.set_ylabel("KL(policy || base) estimate (nats per crystal)")
+    ax2.set_title("Distance from the base model")
+    ax2.legend()
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def ehull_histograms(evals: dict[str, pd.DataFrame], path, *, stable: float = 0.1,
+                     title: str = "Energy above hull of samples as generated") -> None:
+    """Paper Fig. 3 / 6b: histograms of e_hull per model, with the stability threshold."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    finite = [df["e_hull"][np.isfinite(df["e_hull"])] for df in evals.values()]
+    allv = np.concatenate([f.to_numpy() for f in finite]) if finite else np.array([0.0])
+    hi = float(np.clip(np.nanpercentile(allv, 98) if allv.size else 1.0, 0.3, 5.0))
+    bins = np.linspace(min(-0.2, float(np.nanmin(allv)) if allv.size else -0.2), hi, 40)
+    for (name, df), e in zip(evals.items(), finite):
+        frac = float(np.mean(df["e_hull"] < stable)) if len(df) else 0.0
+        ax.hist(np.clip(e, bins[0], bins[-1]), bins=bins, alpha=0.5, color=model_color(name),
+                label=f"{name} (n={len(df)}, {100 * frac:.1f}% < {stable} eV/atom)")
+    ax.axvline(stable, color="k", ls=":", lw=1)
+    ax.set_xlabel("e_hull (eV/atom)")
+    ax.set_ylabel("number of samples")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def sun_per_spacegroup(table: pd.DataFrame, path) -> None:
+    """Paper Fig. 4: stable and S.U.N. fractions per space group for each model."""
+    rows = table[table["spacegroup"].astype(str) != "total"].copy()
+    rows["spacegroup"] = rows["spacegroup"].astype(int)
+    sgs = sorted(rows["spacegroup"].unique())
+    models = list(dict.fromkeys(rows["model"]))
+    fig, axes = plt.subplots(2, 1, figsize=(max(7, 0.6 * len(sgs) * len(models) / 2), 6), sharex=True)
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(sgs))
+    for ax, col, label in zip(axes, ("stable_rate", "sun_rate"), ("stable fraction", "S.U.N. fraction")):
+        for i, m in enumerate(models):
+            d = rows[rows["model"] == m].set_index("spacegroup").reindex(sgs)
+            ax.bar(x + (i - (len(models) - 1) / 2) * width, d[col].fillna(0), width, color=model_color(m), label=m)
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1)
+    axes[0].legend(ncol=len(models))
+    axes[0].set_title("Stable and S.U.N. samples per space group")
+    axes[1].set_xticks(x, [str(s) for s in sgs])
+    axes[1].set_xlabel("space group number")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Indices of points not dominated in (x, y), both maximised, sorted by x."""
+    order = np.argsort(-x)
+    front, best_y = [], -np.inf
+    for i in order:
+        if y[i] > best_y:
+            front.append(i)
+            best_y = y[i]
+    return np.array(front[::-1], dtype=int)
+
+
+def dielectric_scatter(preds: dict[str, pd.DataFrame], path) -> None:
+    """Paper Fig. 6a: band gap versus dielectric constant, with each model's Pareto front."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, df in preds.items():
+        d = df[np.isfinite(df["band_gap"]) & np.isfinite(df["eps"])]
+        c = model_color(name)
+        ax.scatter(d["eps"], d["band_gap"], s=8, alpha=0.4, color=c, label=f"{name} (n={len(d)})")
+        if len(d):
+            f = pareto_front(d["eps"].to_numpy(), d["band_gap"].to_numpy())
+            ax.plot(d["eps"].to_numpy()[f], d["band_gap"].to_numpy()[f], "-", color=c, lw=2)
+    ax.set_xscale("log")
+    ax.set_xlabel("total dielectric constant (dimensionless)")
+    ax.set_ylabel("band gap (eV)")
+    ax.set_title("Band gap vs dielectric constant (lines: Pareto fronts)")
+    ax.legend()
+    _save(fig, path)

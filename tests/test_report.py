@@ -1,0 +1,62 @@
+"""Report figures and tables on small hand-checkable frames."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from crystalrl.report import figures, tables
+
+
+def _eval(n, stable_frac, sun_frac, seed):
+    rng = np.random.default_rng(seed)
+    k_st, k_sun = int(n * stable_frac), int(n * sun_frac)
+    e = np.concatenate([rng.uniform(-0.1, 0.09, k_st), rng.uniform(0.2, 1.0, n - k_st)])
+    return pd.DataFrame({
+        "sample_id": np.arange(n), "G": rng.choice([2, 225], n), "e_hull": e,
+        "valid_struct": True, "valid_comp": np.arange(n) % 4 != 0, "valid": np.arange(n) % 4 != 0,
+        "stable": e < 0.1, "unique": True, "novel": True, "sun": np.arange(n) < k_sun, "seconds": 0.5,
+    })
+
+
+def test_overall_rates_and_sun_per_second():
+    t = tables.overall({"base": _eval(100, 0.4, 0.1, 0), "ppo_ehull": _eval(100, 0.7, 0.2, 1)})
+    assert t["stable_rate"].tolist() == [0.4, 0.7]
+    assert t["sun_rate"].tolist() == [0.1, 0.2]
+    assert t["valid_rate"].tolist() == [0.75, 0.75]
+    assert t["sun_per_second"].tolist() == pytest.approx([10 / 50.0, 20 / 50.0])
+
+
+def test_pareto_front():
+    x = np.array([1.0, 2.0, 3.0, 2.5, 0.5])
+    y = np.array([5.0, 4.0, 1.0, 0.5, 6.0])
+    assert sorted(figures.pareto_front(x, y).tolist()) == [0, 1, 2, 4]
+
+
+def test_dielectric_candidates_filters_and_ranks():
+    preds = pd.DataFrame({"formula": ["A", "B", "C", "A"], "band_gap": [2.0, 3.0, 1.0, 2.0],
+                          "eps": [10.0, 5.0, 50.0, 11.0], "fom": [20.0, 15.0, 50.0, 22.0],
+                          "e_hull": [0.05, 0.0, 0.5, 0.01], "novel": [True, False, True, True]})
+    top = tables.dielectric_candidates(preds, e_hull_max=0.1)
+    assert top["formula"].tolist() == ["A", "B"] and top["fom"].tolist() == [22.0, 15.0]  # C unstable
+    assert top["in_training_set"].tolist() == [False, True]
+
+
+def test_figures_are_written(tmp_path):
+    evals = {"base": _eval(200, 0.4, 0.1, 0), "ppo_ehull": _eval(200, 0.7, 0.2, 1)}
+    figures.ehull_histograms(evals, tmp_path / "h.png")
+    metrics = pd.DataFrame({"step": [1, 2, 3], "reward_mean": [-1, -0.8, -0.5], "e_hull_mean": [1, 0.8, 0.5],
+                            "kl": [0.0, 0.5, 1.0]})
+    figures.ppo_curves({"ehull": metrics}, tmp_path / "p.png")
+    sun = pd.DataFrame({"model": ["base", "base", "base"], "spacegroup": ["2", "225", "total"],
+                        "stable_rate": [0.3, 0.6, 0.4], "sun_rate": [0.1, 0.2, 0.15]})
+    figures.sun_per_spacegroup(sun, tmp_path / "s.png")
+    for f in ("h.png", "p.png", "s.png"):
+        w, h = Image.open(tmp_path / f).size
+        assert w > 300 and h > 200
+
+
+def test_markdown_table(tmp_path):
+    paths = tables.write_table(pd.DataFrame({"model": ["base"], "rate": [0.12345]}), tmp_path / "t")
+    assert paths[1].read_text().splitlines() == ["| model | rate |", "|---|---|", "| base | 0.123 |"]
