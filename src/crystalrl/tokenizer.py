@@ -111,7 +111,8 @@ def encode(structure, n_max: int = wy.N_MAX, symprec: float = 0.01,
         raise TokenizeError("disordered structure (partial occupancies) cannot be tokenized")
     for sp in structure.composition.elements:
         if not isinstance(sp, Element) or not 1 <= sp.Z <= MAX_Z:
-            raise TokenizeError(f"unknown element {sp!s} (tokens cover H..Og)")
+            raise TokenizeError(f"unknown element {getattr(sp, 'symbol', sp)!s} "
+                                 "(tokens cover H..Og)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -160,3 +161,222 @@ def _check_representatives(g: int, w_s: np.ndarray, xyz_s3: np.ndarray) -> None:
     if np.abs(diff - np.rint(diff)).max(initial=0.0) > 1e-4:
         raise TokenizeError(f"pyxtal representative is not fixed by op0 of its Wyckoff "
                             f"position (SG {g}); the Wyckoff tables disagree with pyxtal")
+
+
+# ----------------------------------------------------------------------------- decode
+def _decode_arrays(G, L, XYZ, A, W):
+    """Tokens -> (lattice parameters in Angstrom/degrees, Z per atom, frac coords)."""
+    g = int(G)
+    if not 1 <= g <= wy.N_SG:
+        raise TokenizeError(f"space group {g} out of range 1..{wy.N_SG}")
+    A = np.asarray(A, np.int64)
+    W = np.asarray(W, np.int64)
+    XYZ = np.asarray(XYZ, np.float64).reshape(len(A), 3)
+    L = np.asarray(L, np.float64)
+    keep = A > 0
+    if not keep.any():
+        raise TokenizeError("no atoms (every A token is the pad 0)")
+    a_s, w_s, x_s3 = A[keep], W[keep], XYZ[keep]
+    wmax = int(wy.wmax_table()[g - 1])
+    if (a_s > MAX_Z).any():
+        raise TokenizeError(f"atomic number {a_s.max()} > {MAX_Z}")
+    if ((w_s < 1) | (w_s > wmax)).any():
+        raise TokenizeError(f"Wyckoff index {w_s[(w_s < 1) | (w_s > wmax)][0]} invalid for "
+                            f"space group {g} (valid 1..{wmax})")
+    if not (np.isfinite(x_s3).all() and np.isfinite(L).all()):
+        raise TokenizeError("non-finite coordinates or lattice")
+
+    # 1-2: the orbit member of x closest to op0's subspace (the sampled x may be off it)
+    gen_m34 = wy.general_ops(g)
+    img_sm3 = np.einsum("mij,sj->smi", gen_m34[:, :, :3], x_s3) + gen_m34[None, :, :, 3]
+    img_sm3 -= np.floor(img_sm3)
+    op0_s34 = wy.op0_table()[g - 1, w_s]
+    proj_sm3 = np.einsum("sij,smj->smi", op0_s34[:, :, :3], img_sm3) + op0_s34[:, None, :, 3]
+    d_sm3 = proj_sm3 - img_sm3
+    d_sm3 -= np.rint(d_sm3)
+    best_s = np.argmin((d_sm3 ** 2).sum(-1), axis=1)
+    xp_s3 = img_sm3[np.arange(len(w_s)), best_s]
+
+    # 3: every operation of the site's own Wyckoff position, gathered from the flat table
+    mult_s = wy.mult_table()[g - 1, w_s].astype(np.int64)
+    site_t = np.repeat(np.arange(len(w_s)), mult_s)
+    first_t = np.repeat(np.cumsum(mult_s) - mult_s, mult_s)
+    op_t = np.repeat(wy.ops_offset_table()[g - 1, w_s], mult_s) + np.arange(len(site_t)) - first_t
+    ops_t34 = wy.ops_flat()[op_t]
+    frac_t3 = np.einsum("tij,tj->ti", ops_t34[:, :, :3], xp_s3[site_t]) + ops_t34[:, :, 3]
+    frac_t3 -= np.floor(frac_t3)
+
+    n_atoms = int(mult_s.sum())
+    lat6 = np.concatenate([L[:3] * n_atoms ** (1 / 3), np.rad2deg(L[3:6])])
+    lat6 = wy.symmetrize_lattice(g, lat6)
+    if (lat6[:3] <= 0).any() or (lat6[3:] <= 0).any() or (lat6[3:] >= 180).any():
+        raise TokenizeError(f"invalid lattice parameters {np.round(lat6, 4).tolist()}")
+    return lat6, a_s[site_t], frac_t3
+
+
+def decode(G, L, XYZ, A, W):
+    """Tokens -> pymatgen Structure (design section 1.3); raises TokenizeError.
+
+    Lengths are un-normalised with N = sum of multiplicities, angles converted to
+    degrees, and dependent lattice parameters filled by `symmetrize_lattice`.
+    Overlapping atoms are kept (validity is judged downstream).
+    """
+    from pymatgen.core import Lattice, Structure
+
+    lat6, z_t, frac_t3 = _decode_arrays(G, L, XYZ, A, W)
+    lattice = Lattice.from_parameters(*lat6)
+    if not np.isfinite(lattice.matrix).all() or lattice.volume <= 1e-6 * np.prod(lat6[:3]):
+        raise TokenizeError(f"degenerate lattice {np.round(lat6, 4).tolist()}")
+    return Structure(lattice, z_t.tolist(), frac_t3)
+
+
+def decode_many(G, L, XYZ, A, W) -> tuple[list, list]:
+    """Decode a batch: returns (structures, reasons); a failed row is (None, reason)."""
+    structures, reasons = [], []
+    for i in range(len(G)):
+        try:
+            structures.append(decode(G[i], L[i], XYZ[i], A[i], W[i]))
+            reasons.append(None)
+        except (TokenizeError, ValueError) as exc:
+            structures.append(None)
+            reasons.append(f"row {i}: {exc}")
+    return structures, reasons
+
+
+# ----------------------------------------------------------------------------- token tables
+TOKEN_COLUMNS = ["id", "G", "L", "XYZ", "A", "W", "n_sites", "n_atoms"]
+
+
+def _row(id_: str, t: Tokens) -> dict[str, Any]:
+    return {"id": id_, "G": t.G, "L": t.L.tolist(), "XYZ": t.XYZ.reshape(-1).tolist(),
+            "A": t.A.tolist(), "W": t.W.tolist(), "n_sites": t.n_sites, "n_atoms": t.n_atoms}
+
+
+def tokens_to_arrays(df: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Token table -> numpy arrays G (B,), L (B,6), XYZ (B,n_max,3), A (B,n_max), W (B,n_max)."""
+    def stack(col, dtype):
+        return np.array([np.asarray(v, dtype) for v in df[col]], dtype).reshape(len(df), -1)
+
+    A = stack("A", np.int64)
+    return {"G": df["G"].to_numpy(np.int64), "L": stack("L", np.float64),
+            "XYZ": stack("XYZ", np.float64).reshape(len(df), A.shape[1], 3),
+            "A": A, "W": stack("W", np.int64)}
+
+
+def arrays_to_tokens_df(arrays: dict[str, np.ndarray], ids: Sequence[str] | None = None
+                        ) -> pd.DataFrame:
+    """Inverse of `tokens_to_arrays`; n_sites / n_atoms are recomputed from A, W, G."""
+    G = np.asarray(arrays["G"], np.int64)
+    A = np.asarray(arrays["A"], np.int64)
+    W = np.asarray(arrays["W"], np.int64)
+    XYZ = np.asarray(arrays["XYZ"], np.float64).reshape(len(G), -1)
+    L = np.asarray(arrays["L"], np.float64)
+    mult = wy.mult_table()[np.clip(G, 1, wy.N_SG)[:, None] - 1, np.clip(W, 0, wy.WYCK_TYPES - 1)]
+    return pd.DataFrame({
+        "id": [str(i) for i in (ids if ids is not None else range(len(G)))],
+        "G": G, "L": list(L), "XYZ": list(XYZ), "A": list(A), "W": list(W),
+        "n_sites": (A > 0).sum(1), "n_atoms": np.where(A > 0, mult, 0).sum(1),
+    })[TOKEN_COLUMNS]
+
+
+# ----------------------------------------------------------------------------- batch
+def _to_structure(obj):
+    """A Structure, a CIF string, or a Structure dict -> Structure (ValueError otherwise)."""
+    from pymatgen.core import Structure
+
+    if isinstance(obj, Structure):
+        return obj
+    if isinstance(obj, dict):
+        return Structure.from_dict(obj)
+    if isinstance(obj, str):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Structure.from_str(obj, fmt="cif")
+    raise TypeError(f"expected a Structure, CIF string or dict, got {type(obj).__name__}")
+
+
+def _encode_one(job) -> tuple[str, dict | None, str | None]:
+    """Worker: never raises; returns (id, row, None) or (id, None, reason)."""
+    id_, obj, n_max, symprec, tol = job
+    try:
+        s = _to_structure(obj)
+    except Exception as exc:
+        return id_, None, f"{id_}: cannot parse structure ({type(exc).__name__}: {exc})"
+    try:
+        return id_, _row(id_, encode(s, n_max=n_max, symprec=symprec, tol=tol)), None
+    except TokenizeError as exc:
+        return id_, None, f"{id_}: {exc.reason}"
+    except Exception as exc:  # anything unexpected is a rejected row, not a crash
+        return id_, None, f"{id_}: tokenizer error ({type(exc).__name__}: {exc})"
+
+
+def _worker_init() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _pyxtal_fast_paths()
+
+
+def tokenize_many(structures_or_cifs: Iterable, ids: Sequence[str], n_max: int = wy.N_MAX,
+                  symprec: float = 0.01, tol: float = 0.01, processes: int = 1,
+                  progress: bool = True, sources: Sequence[str] | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tokenize many structures in parallel; bad rows are rejected, never raised.
+
+    Returns (tokens_df with `TOKEN_COLUMNS`, rejected_df with id, source, stage, reason),
+    both in input order.
+    """
+    from tqdm.auto import tqdm
+
+    items = list(structures_or_cifs)
+    ids = [str(i) for i in ids]
+    if len(items) != len(ids):
+        raise ValueError(f"{len(items)} structures but {len(ids)} ids")
+    jobs = [(i, obj, n_max, symprec, tol) for i, obj in zip(ids, items)]
+    bar = dict(total=len(jobs), disable=not progress, desc="tokenize", unit="struct",
+               mininterval=2.0)
+    if processes <= 1 or len(jobs) < 2:
+        _worker_init()
+        results = [_encode_one(j) for j in tqdm(jobs, **bar)]
+    else:
+        # fork: workers inherit the imported libraries (no ~3 s re-import each) and never
+        # re-run the caller's __main__ (spawn/forkserver would re-execute a Snakemake
+        # script). Workers only use numpy/spglib/pyxtal, never jax or torch threads.
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+        chunk = max(1, min(64, len(jobs) // (processes * 8)))
+        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_worker_init) as ex:
+            results = list(tqdm(ex.map(_encode_one, jobs, chunksize=chunk), **bar))
+
+    src = list(sources) if sources is not None else [None] * len(ids)
+    rows = [row for _, row, _ in results if row is not None]
+    rejected = [{"id": i, "source": s, "stage": "tokenize", "reason": reason}
+                for (i, _, reason), s in zip(results, src) if reason is not None]
+    tokens = pd.DataFrame(rows, columns=TOKEN_COLUMNS)
+    tokens = tokens.astype({"G": "int64", "n_sites": "int64", "n_atoms": "int64"})
+    return tokens, pd.DataFrame(rejected, columns=["id", "source", "stage", "reason"])
+
+
+def run_tokenize(data_path, tokens_path, rejected_path, n_max: int = wy.N_MAX,
+                 symprec: float = 0.01, tol: float = 0.01, processes: int = 1,
+                 log=None) -> tuple[int, int]:
+    """Workflow stage: `data/{split}.parquet` (id, cif[, source]) -> token + rejected Parquets.
+
+    Returns (n_tokenized, n_rejected). Both outputs are written atomically.
+    """
+    from crystalrl.io import get_logger, write_parquet_atomic
+
+    logger = get_logger("tokenize", log)
+    data = pd.read_parquet(data_path)
+    missing = {"id", "cif"} - set(data.columns)
+    if missing:
+        raise KeyError(f"{data_path}: missing column(s) {sorted(missing)}")
+    sources = data["source"].tolist() if "source" in data.columns else None
+    tokens, rejected = tokenize_many(data["cif"].tolist(), data["id"].tolist(), n_max=n_max,
+                                     symprec=symprec, tol=tol, processes=processes,
+                                     sources=sources)
+    for reason in rejected["reason"]:
+        logger.warning("rejected %s", reason)
+    logger.info("%s: %d tokenized, %d rejected (n_max=%d, symprec=%g, tol=%g)",
+                data_path, len(tokens), len(rejected), n_max, symprec, tol)
+    write_parquet_atomic(tokens, tokens_path)
+    write_parquet_atomic(rejected, rejected_path)
+    return len(tokens), len(rejected)
