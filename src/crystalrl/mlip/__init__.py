@@ -1,0 +1,36 @@
+"""MLIP backends behind one interface: `get_mlip(name, ...)` -> `MLIP`.
+
+`chgnet` runs offline (weights in the wheel) and is the default for the demo and
+tests; `orb` is the paper's reward model (Orb v2/v3), loaded from a local
+weights file or downloaded by orb-models where the internet is reachable.
+"""
+from __future__ import annotations
+
+import functools
+
+from .base import MLIP
+
+__all__ = ["MLIP", "get_mlip", "BACKENDS"]
+
+BACKENDS = ("chgnet", "orb")
+
+
+def get_mlip(name: str, *, model: str | None = None, weights_path: str | None = None,
+             device: str = "cpu", **kw) -> MLIP:
+    """The MLIP backend `name`, loaded once per process for the same arguments."""
+    return _get_mlip(name.lower(), model, None if weights_path is None else str(weights_path),
+                     device, tuple(sorted(kw.items())))
+
+
+@functools.lru_cache(maxsize=8)
+def _get_mlip(name, model, weights_path, device, kw_items) -> MLIP:
+    kw = dict(kw_items)
+    if name == "chgnet":
+        from .chgnet import CHGNetMLIP
+
+        return CHGNetMLIP(model=model, weights_path=weights_path, device=device, **kw)
+    if name == "orb":
+        from .orb import OrbMLIP
+
+        return OrbMLIP(model=model or "orb-v2", weights_path=weights_path, device=device, **kw)
+    raise ValueError(f"unknown MLIP backend {name!r}; choose one of {BACKENDS}")

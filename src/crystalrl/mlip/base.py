@@ -1,0 +1,99 @@
+"""The one interface every MLIP backend implements.
+
+Rewards and relaxation only need three things from an interatomic potential:
+batched single points (energy, forces, stress), an ASE calculator for dynamics,
+and a name for logs. A structure the backend cannot handle (isolated atoms,
+empty cell, NaN coordinates) must come back as NaN, never sink the whole batch.
+"""
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from ase.calculators.calculator import Calculator
+from pymatgen.core import Structure
+
+log = logging.getLogger(__name__)
+
+ALL_PROPERTIES = ("energy", "forces", "stress")
+
+
+def empty_prediction(structures: Sequence[Structure | None]) -> dict:
+    """NaN-filled result arrays; backends fill in the rows that succeed.
+
+    energy (n,) total eV; forces list of (n_i, 3) eV/Å; stress (n, 3, 3) eV/Å^3
+    in ASE's sign convention (positive = tensile).
+    """
+    n = len(structures)
+    return {
+        "energy": np.full(n, np.nan),
+        "forces": [np.full((len(s) if s is not None else 0, 3), np.nan) for s in structures],
+        "stress": np.full((n, 3, 3), np.nan),
+        "error": [None] * n,
+    }
+
+
+def run_batches(idx: Sequence[int], batch_size: int, fn: Callable[[list[int]], None],
+                errors: list, name: str) -> None:
+    """Call `fn(batch_indices)` per batch; on failure retry one by one.
+
+    A batch that raises (one pathological graph) is split into single
+    structures so the rest of the batch still gets its numbers; the failing
+    structure keeps its NaNs and an error message.
+    """
+    idx = list(idx)
+    for start in range(0, len(idx), max(1, batch_size)):
+        batch = idx[start:start + batch_size]
+        try:
+            fn(batch)
+        except Exception as exc:  # noqa: BLE001
+            if len(batch) == 1:
+                errors[batch[0]] = f"{name} failed: {type(exc).__name__}: {exc}"
+                continue
+            log.warning("%s batch of %d failed (%s); retrying one by one", name, len(batch), exc)
+            for i in batch:
+                try:
+                    fn([i])
+                except Exception as exc1:  # noqa: BLE001
+                    errors[i] = f"{name} failed: {type(exc1).__name__}: {exc1}"
+
+
+def basic_check(s: Structure | None) -> str | None:
+    """Reason a structure cannot be evaluated at all, or None."""
+    if s is None:
+        return "no structure"
+    if len(s) == 0:
+        return "empty structure"
+    if not np.all(np.isfinite(s.cart_coords)) or not np.all(np.isfinite(s.lattice.matrix)):
+        return "non-finite coordinates or lattice"
+    if not s.volume > 1e-6:
+        return f"degenerate cell (volume {s.volume:.3g} Å^3)"
+    return None
+
+
+class MLIP(abc.ABC):
+    """A universal interatomic potential behind one interface."""
+
+    name: str = "mlip"
+
+    @abc.abstractmethod
+    def predict(self, structures: Sequence[Structure | None], batch_size: int = 32,
+                properties: Sequence[str] = ALL_PROPERTIES) -> dict:
+        """Batched single points: dict(energy (n,) eV, forces list[(n_i,3)], stress (n,3,3) eV/Å^3, error list).
+
+        `properties` may drop "forces"/"stress" (left NaN) where the backend
+        can then skip work (CHGNet skips the backward pass for energy only).
+        """
+
+    @abc.abstractmethod
+    def calculator(self) -> Calculator:
+        """A fresh ASE calculator sharing this instance's model."""
+
+    def energies(self, structures: Sequence[Structure | None], batch_size: int = 32) -> np.ndarray:
+        """Total energies (eV) only; NaN where a structure failed."""
+        return self.predict(structures, batch_size=batch_size, properties=("energy",))["energy"]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
