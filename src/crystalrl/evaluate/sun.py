@@ -1,0 +1,248 @@
+"""Per-sample evaluation (valid, stable, unique, novel, S.U.N.) and the S.U.N. table.
+
+Definitions (paper, Sec. 3; MatterGen's S.U.N.):
+- valid = structurally valid (distances >= 0.5 A, volume >= 0.1 A^3) and
+  compositionally valid (SMACT), see `validity.py`.
+- stable = e_hull < `stable_threshold` (0.1 eV/atom), e_hull of the sample as
+  generated (MLIP single point, no relaxation, as the paper). NaN e_hull -> not stable.
+- unique: among the *valid* samples of one model, in sample order, no earlier valid
+  sample matches (StructureMatcher); the first of a set of duplicates is unique.
+- novel: a valid sample that matches no structure of the training split.
+- An invalid sample is neither unique nor novel, so S.U.N. = valid & stable & unique & novel.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Structure
+
+from crystalrl.evaluate.matching import DEFAULT_MATCHER, NoveltyIndex, unique_mask
+from crystalrl.evaluate.validity import MIN_DISTANCE, MIN_VOLUME, OXIDATION_STATES_SET, validity_table
+from crystalrl.io import get_logger
+
+DEFAULTS = {
+    "stable_threshold": 0.1,         # eV/atom
+    "matcher": dict(DEFAULT_MATCHER),  # StructureMatcher kwargs
+    "match_spacegroup": False,       # also require equal spglib space group before matching
+    "processes": 1,                  # worker processes for matching
+    "min_distance": MIN_DISTANCE,
+    "min_volume": MIN_VOLUME,
+    "oxidation_states_set": OXIDATION_STATES_SET,
+}
+METRICS = ("valid", "stable", "unique", "novel", "sun")
+
+_log = get_logger(__name__)
+
+
+def _cfg(config: Mapping | None) -> dict:
+    cfg = {**DEFAULTS, **(config or {})}
+    cfg["matcher"] = {**DEFAULT_MATCHER, **(cfg.get("matcher") or {})}
+    return cfg
+
+
+def parse_cifs(cifs: Sequence, ids: Sequence | None = None) -> tuple[list[Structure | None], list[str]]:
+    """Structures from CIF strings; None plus a reason naming the row where parsing fails."""
+    out, why = [], []
+    for i, cif in enumerate(cifs):
+        name = f"sample {ids[i]!r}" if ids is not None else f"row {i}"
+        if not isinstance(cif, str) or not cif.strip():
+            out.append(None)
+            why.append(f"{name}: no CIF (decoding failed)")
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out.append(Structure.from_str(cif, fmt="cif"))
+            why.append("")
+        except Exception as err:
+            out.append(None)
+            why.append(f"{name}: CIF does not parse: {err!r}")
+    return out, why
+
+
+def evaluate_samples(samples_df: pd.DataFrame, *, train_df: pd.DataFrame | None = None,
+                     e_hull: Sequence[float], config: Mapping | None = None,
+                     structures: Sequence[Structure | None] | None = None,
+                     novelty_index: NoveltyIndex | None = None) -> pd.DataFrame:
+    """Per-sample table: `sample_id, G, seconds, formula, n_atoms, valid_struct, valid_comp,
+    valid, e_hull, stable, unique, novel, sun, reason` (G/seconds copied when present).
+
+    `samples_df` needs `cif` (null where decoding failed); `e_hull` (n,) in eV/atom
+    (NaN where unknown); `train_df` (`cif`, `formula`, `spacegroup`) or a prebuilt
+    `novelty_index`; `structures` skips re-parsing the CIFs. `config` keys: see DEFAULTS.
+    """
+    cfg = _cfg(config)
+    n = len(samples_df)
+    e_hull = np.asarray(e_hull, dtype=float)
+    if e_hull.shape != (n,):
+        raise ValueError(f"e_hull has shape {e_hull.shape}, expected ({n},) like the samples table")
+    ids = samples_df["sample_id"].tolist() if "sample_id" in samples_df else list(range(n))
+    if structures is None:
+        if "cif" not in samples_df:
+            raise KeyError(f"samples table needs a 'cif' column; it has {list(samples_df.columns)}")
+        structures, parse_why = parse_cifs(samples_df["cif"].tolist(), ids)
+    else:
+        parse_why = ["" if s is not None else f"sample {ids[i]!r}: no structure" for i, s in enumerate(structures)]
+    if len(structures) != n:
+        raise ValueError(f"{len(structures)} structures for {n} sample rows")
+
+    out = pd.DataFrame({"sample_id": ids})
+    for col in ("G", "seconds"):
+        if col in samples_df:
+            out[col] = samples_df[col].to_numpy()
+    out["formula"] = [s.composition.reduced_formula if s is not None else None for s in structures]
+    out["n_atoms"] = [len(s) if s is not None else 0 for s in structures]
+    val = validity_table(structures, cfg["min_distance"], cfg["min_volume"], cfg["oxidation_states_set"])
+    for col in ("valid_struct", "valid_comp", "valid"):
+        out[col] = val[col].to_numpy()
+    out["e_hull"] = e_hull
+    out["stable"] = np.nan_to_num(e_hull, nan=np.inf) < float(cfg["stable_threshold"])
+
+    valid_idx = np.flatnonzero(out["valid"].to_numpy())
+    valid_structs = [structures[i] for i in valid_idx]
+    unique = np.zeros(n, dtype=bool)
+    novel = np.zeros(n, dtype=bool)
+    if len(valid_idx):
+        unique[valid_idx] = unique_mask(valid_structs, cfg["matcher"], cfg["match_spacegroup"],
+                                        processes=int(cfg["processes"]))
+        if novelty_index is None:
+            if train_df is None:
+                raise ValueError("evaluate_samples needs train_df or novelty_index to decide novelty")
+            novelty_index = NoveltyIndex(train_df, cfg["matcher"], cfg["match_spacegroup"])
+        novel[valid_idx] = novelty_index.is_novel(valid_structs, processes=int(cfg["processes"]))
+    out["unique"] = unique
+    out["novel"] = novel
+    out["sun"] = out["valid"] & out["stable"] & out["unique"] & out["novel"]
+    out["reason"] = ["; ".join(r for r in (p, v) if r) for p, v in zip(parse_why, val["validity_reason"])]
+    return out
+
+
+def _seconds_per_row(df: pd.DataFrame, model: str, seconds: Mapping[str, float] | None) -> np.ndarray:
+    """Sampling seconds attributed to each sample: its own `seconds` or the model total shared evenly."""
+    if seconds is not None and model in seconds:
+        return np.full(len(df), float(seconds[model]) / max(len(df), 1))
+    if "seconds" in df:
+        return df["seconds"].astype(float).to_numpy()
+    return np.full(len(df), np.nan)
+
+
+def _counts(df: pd.DataFrame, secs: np.ndarray) -> dict:
+    row = {"n": len(df)}
+    for m in ("valid_struct", "valid_comp") + METRICS:
+        row[f"n_{m}"] = int(df[m].sum())
+    row["seconds"] = float(np.sum(secs)) if len(secs) else 0.0
+    return row
+
+
+def _rates(row: dict) -> dict:
+    n = row["n"]
+    for m in ("valid_struct", "valid_comp") + METRICS:
+        row[f"{m}_rate"] = row[f"n_{m}"] / n if n else np.nan
+    row["sun_per_second"] = row["n_sun"] / row["seconds"] if row["seconds"] > 0 else np.nan
+    return row
+
+
+def sun_table(eval_dfs: Mapping[str, pd.DataFrame], seconds: Mapping[str, float] | None = None,
+              sg_weights: Mapping[int, float] | None = None, group_col: str = "G",
+              per_spacegroup: bool = True) -> pd.DataFrame:
+    """One row per (model, space group) and a total row per model (`spacegroup == "total"`).
+
+    Columns: `model, spacegroup (int, or "total"), n, n_valid_struct, n_valid_comp,
+    n_valid, n_stable, n_unique, n_novel, n_sun, seconds, <metric>_rate (count / n),
+    sun_per_second`. Sampling seconds: `seconds[model]` (the model's total wall time,
+    shared evenly over its samples) when given, else the samples' `seconds` column;
+    sun_per_second = n_sun / seconds.
+
+    Total row: counts and seconds are sums over all the model's samples (so they add
+    up to the space-group rows). Its rates are weighted over space groups: with
+    `sg_weights=None` a group weighs its share of the model's samples, i.e. the rate
+    pooled over all samples -- the paper's headline number when the space groups were
+    drawn from the training distribution. With `sg_weights` (e.g. training-set
+    frequencies) the total rate is sum_g w_g rate_g / sum_g w_g over the groups
+    present, which re-weights runs of a fixed count per group to the training
+    distribution; its sun_per_second is then sun_rate * n / seconds.
+    `per_spacegroup=False` writes only the total rows.
+    """
+    rows = []
+    for model, df in eval_dfs.items():
+        if group_col not in df:
+            raise KeyError(f"eval table of model {model!r} has no {group_col!r} column")
+        secs = _seconds_per_row(df, model, seconds)
+        g = df[group_col].astype(int).to_numpy()
+        per_g = [_rates({"model": model, "spacegroup": int(sg), **_counts(df[g == sg], secs[g == sg])})
+                 for sg in np.unique(g)]
+        total = _rates({"model": model, "spacegroup": "total", **_counts(df, secs)})
+        if sg_weights is not None and per_g:
+            w = np.array([float(sg_weights.get(r["spacegroup"], 0.0)) for r in per_g])
+            if w.sum() <= 0:
+                raise ValueError(f"sg_weights give zero weight to every space group of model {model!r}")
+            for m in ("valid_struct", "valid_comp") + METRICS:
+                total[f"{m}_rate"] = float(np.dot(w, [r[f"{m}_rate"] for r in per_g]) / w.sum())
+            total["sun_per_second"] = (total["sun_rate"] * total["n"] / total["seconds"]
+                                       if total["seconds"] > 0 else np.nan)
+        rows.extend((per_g if per_spacegroup else []) + [total])
+    return pd.DataFrame(rows)
+
+
+SETS = ("dist", "per_sg")  # results/{run}/eval/{model}/{set}.parquet
+
+
+def sun_table_from_files(eval_paths: Sequence[str], train_tokens: str | None = None) -> pd.DataFrame:
+    """The `sun_table` stage over eval Parquets, with a `set` column.
+
+    Paths `eval/{model}/{set}.parquet` (set `dist` or `per_sg`): the `per_sg` set gives
+    the per-space-group rows and a total re-weighted by the training space-group
+    distribution (the `G` column of `train_tokens`; pooled when absent); the `dist` set
+    (space groups already drawn from the training distribution) gives only the pooled
+    total row, the paper's headline S.U.N. rate. Any other path `{model}.parquet` is
+    one model (model = file stem) with space-group rows and a pooled total.
+    """
+    groups: dict[str, dict[str, pd.DataFrame]] = {}
+    for p in map(Path, eval_paths):
+        set_name, model = (p.stem, p.parent.name) if p.stem in SETS else ("", p.stem)
+        groups.setdefault(set_name, {})[model] = pd.read_parquet(p)
+    weights = None
+    if train_tokens is not None:
+        g = pd.read_parquet(train_tokens, columns=["G"])["G"].astype(int)
+        weights = (g.value_counts() / len(g)).to_dict()
+    parts = []
+    for set_name, dfs in groups.items():
+        t = sun_table(dfs, sg_weights=weights if set_name == "per_sg" else None,
+                      per_spacegroup=set_name != "dist")
+        t.insert(1, "set", set_name)
+        parts.append(t)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def run_evaluation(samples_df: pd.DataFrame, train_df: pd.DataFrame, *, evaluate_cfg: Mapping | None = None,
+                   mlip_cfg: Mapping | None = None, hull_cfg: Mapping | None = None,
+                   logger=None) -> pd.DataFrame:
+    """The `evaluate` stage: parse samples, e_hull of each structurally valid sample as generated
+    (MLIP single point + MP2020 + hull, via the `ehull` reward so both use one recipe), then
+    `evaluate_samples`."""
+    from crystalrl.rewards import make_reward
+
+    log = logger or _log
+    ids = samples_df["sample_id"].tolist() if "sample_id" in samples_df else None
+    structures, why = parse_cifs(samples_df["cif"].tolist(), ids)
+    for w in why:
+        if w:
+            log.warning("%s", w)
+    val = validity_table(structures, **{k: _cfg(evaluate_cfg)[k] for k in
+                                        ("min_distance", "min_volume", "oxidation_states_set")})
+    # overlapping atoms give meaningless MLIP energies: only structurally valid samples are scored
+    scored = [s if ok else None for s, ok in zip(structures, val["valid_struct"])]
+    e_hull = np.full(len(structures), np.nan)
+    if any(s is not None for s in scored):
+        reward = make_reward("ehull", mlip_cfg=dict(mlip_cfg or {}), hull_cfg=dict(hull_cfg or {}))
+        e_hull = np.asarray(reward(scored).extras["e_hull"], dtype=float)
+    log.info("e_hull for %d of %d samples", int(np.isfinite(e_hull).sum()), len(e_hull))
+    out = evaluate_samples(samples_df, train_df=train_df, e_hull=e_hull, config=evaluate_cfg,
+                           structures=structures)
+    log.info("valid %.3f stable %.3f unique %.3f novel %.3f sun %.3f (n=%d)",
+             *(out[m].mean() if len(out) else np.nan for m in METRICS), len(out))
+    return out
