@@ -10,16 +10,27 @@ import functools
 
 from .base import MLIP
 
-__all__ = ["MLIP", "get_mlip", "BACKENDS"]
+__all__ = ["MLIP", "get_mlip", "resolve_device", "BACKENDS"]
 
 BACKENDS = ("chgnet", "orb")
 
 
 def get_mlip(name: str, *, model: str | None = None, weights_path: str | None = None,
              device: str = "cpu", **kw) -> MLIP:
-    """The MLIP backend `name`, loaded once per process for the same arguments."""
+    """The MLIP backend `name`, loaded once per process for the same arguments.
+
+    device: "cpu", "cuda[:i]" or "auto" (cuda when torch sees a GPU).
+    """
     return _get_mlip(name.lower(), model, None if weights_path is None else str(weights_path),
-                     device, tuple(sorted(kw.items())))
+                     resolve_device(device), tuple(sorted(kw.items())))
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "", "auto"):
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
 
 
 @functools.lru_cache(maxsize=8)
