@@ -189,9 +189,22 @@ def _frame(records: list[dict], columns: list[str]) -> pd.DataFrame:
     return df.astype({c: dtypes[c] for c in columns})
 
 
+def _mp_context():
+    """A forkserver whose server has pymatgen/spglib imported once.
+
+    Workers fork from that clean server: no per-worker import cost (several seconds
+    each, as with "spawn") and no fork of a parent that may hold JAX/torch threads.
+    """
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload(["crystalrl.data.curate", "pymatgen.core", "pymatgen.io.cif",
+                                "pymatgen.symmetry.analyzer",
+                                "pymatgen.analysis.structure_matcher"])
+    return ctx
+
+
 def curate(rows: Iterable[Row], *, max_atoms: int = 20, e_hull_max: float = 0.1, n_max: int = 21,
            split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42, dedupe: bool = True,
-           processes: int = 1, chunk_size: int = 256,
+           processes: int = 1, chunk_size: int = 64,
            logger: logging.Logger | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Curate raw `rows` (see module docstring) -> ({"train","val","test"}: frames, rejected).
 
@@ -203,8 +216,7 @@ def curate(rows: Iterable[Row], *, max_atoms: int = 20, e_hull_max: float = 0.1,
     fr = _check_split(split)
     f = Filters(int(max_atoms), float(e_hull_max), int(n_max))
     processes = max(1, int(processes))
-    pool = (ProcessPoolExecutor(processes, mp_context=get_context("spawn"))
-            if processes > 1 else None)
+    pool = ProcessPoolExecutor(processes, mp_context=_mp_context()) if processes > 1 else None
     kept: list[dict] = []
     rejected: list[tuple] = []
     seen: set[str] = set()
