@@ -138,3 +138,30 @@ def test_sun_table_script_writes_sets(tmp_path, repo_root, model_a):
     assert per.loc["total", "sun_rate"] == pytest.approx(0.25)  # weights 3:1 from the training tokens
     # no half-written file left behind
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".sun")] == []
+
+
+@pytest.mark.slow
+def test_evaluate_script_with_chgnet_and_bundled_hull(tmp_path, repo_root):
+    """The stage end to end: CHGNet single points (offline weights) on pymatgen's bundled MP hull."""
+    close = Structure(Lattice.cubic(6.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
+    samples = pd.DataFrame({"sample_id": ["a", "b", "c", "d"], "G": [225, 221, 1, 225],
+                            "cif": [_nacl().to(fmt="cif"), _cscl().to(fmt="cif"), close.to(fmt="cif"), None],
+                            "seconds": 0.25})
+    train = pd.DataFrame({"id": ["t0"], "cif": [_nacl(5.6).to(fmt="cif")], "formula": ["NaCl"],
+                          "spacegroup": [225]})
+    samples.to_parquet(tmp_path / "samples.parquet")
+    train.to_parquet(tmp_path / "train.parquet")
+    snake = SimpleNamespace(
+        input=SimpleNamespace(samples=str(tmp_path / "samples.parquet"), train=str(tmp_path / "train.parquet")),
+        output=SimpleNamespace(eval=str(tmp_path / "eval.parquet")), log=[str(tmp_path / "log")], threads=1,
+        params=SimpleNamespace(evaluate={"stable_threshold": 0.1, "matcher": {}, "match_spacegroup": False},
+                               mlip={"backend": "chgnet", "model": None, "device": "cpu", "batch_size": 8},
+                               hull={"reference": "mp_bundled", "path": None}))
+    _load_script(repo_root, "evaluate").main(snake)
+    out = pd.read_parquet(tmp_path / "eval.parquet")
+    assert out["sample_id"].tolist() == ["a", "b", "c", "d"]
+    # valid samples get a finite e_hull, the invalid ones NaN; rocksalt NaCl is at or below the hull
+    assert np.isfinite(out["e_hull"].iloc[:2]).all() and out["e_hull"].iloc[2:].isna().all()
+    assert out["stable"].iloc[0] and out["e_hull"].iloc[0] < 0.1
+    assert out["novel"].tolist() == [False, True, False, False]
+    assert out["sun"].tolist() == [False, bool(out["e_hull"].iloc[1] < 0.1), False, False]

@@ -232,8 +232,8 @@ def run_evaluation(samples_df: pd.DataFrame, train_df: pd.DataFrame, *, evaluate
     for w in why:
         if w:
             log.warning("%s", w)
-    val = validity_table(structures, **{k: _cfg(evaluate_cfg)[k] for k in
-                                        ("min_distance", "min_volume", "oxidation_states_set")})
+    cfg = _cfg(evaluate_cfg)
+    val = validity_table(structures, cfg["min_distance"], cfg["min_volume"], cfg["oxidation_states_set"])
     # overlapping atoms give meaningless MLIP energies: only structurally valid samples are scored
     scored = [s if ok else None for s, ok in zip(structures, val["valid_struct"])]
     e_hull = np.full(len(structures), np.nan)
