@@ -69,7 +69,9 @@ def mp_hubbard_u(composition: Composition) -> dict[str, float]:
     from pymatgen.io.vasp.sets import MPRelaxSet
 
     table = MPRelaxSet.CONFIG["INCAR"]["LDAUU"]
-    els = sorted((el for el in composition.elements if composition[el] > 0), key=lambda el: el.X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # noble gases have no Pauling X (NaN), as in pymatgen
+        els = sorted((el for el in composition.elements if composition[el] > 0), key=lambda el: el.X)
     if not els:
         return {}
     per_el = table.get(els[-1].symbol, {})
@@ -211,6 +213,20 @@ class HullReference:
         return (f"HullReference({self.name!r}, {len(self)} entries, {len(self.elements)} elements, "
                 f"{self.energy_kind} energies, {len(self._pd_cache)} cached phase diagrams)")
 
+    def to_parquet(self, path: str | os.PathLike) -> None:
+        """Save as a compact table (name, formula, energy eV, energy_kind).
+
+        Loading it back takes seconds where parsing the Alexandria json.bz2
+        takes minutes, so a workflow can convert the reference once.
+        """
+        from .io import write_parquet_atomic
+
+        rows = [(str(getattr(e, "entry_id", None) or e.name), e.composition.formula, float(e.energy))
+                for v in self.by_chemsys.values() for e in v]
+        df = pd.DataFrame(rows, columns=["name", "formula", "energy"])
+        df["energy_kind"] = self.energy_kind
+        write_parquet_atomic(df, path)
+
     # -- phase diagrams ---------------------------------------------------
     def entries_for(self, elements: Sequence[str]) -> list[PDEntry]:
         """Reference entries whose element set is a subset of `elements`."""
@@ -313,7 +329,8 @@ def load_reference(spec: str | os.PathLike, *, elemental_entries: str | os.PathL
                    mp2020: bool | Literal["auto"] = "auto") -> HullReference:
     """Load a hull reference set.
 
-    spec: "mp_bundled" (pymatgen's calc_compounds.json.gz), a JSON(.gz/.bz2/.xz) of
+    spec: "mp_bundled" (pymatgen's calc_compounds.json.gz), a Parquet written by
+    `HullReference.to_parquet` (taken as is), a JSON(.gz/.bz2/.xz) of
     ComputedEntry/ComputedStructureEntry dicts (list or dict), the Alexandria
     convex-hull json.bz2 ({"entries": [...]}, taken as already corrected), or a
     CSV(.gz) of composition + formation_energy_per_atom (elements placed at 0).
@@ -332,6 +349,12 @@ def load_reference(spec: str | os.PathLike, *, elemental_entries: str | os.PathL
         if not path.exists():
             raise FileNotFoundError(f"hull reference not found: {path}")
     lower = path.name.lower()
+    if lower.endswith(".parquet"):
+        df = pd.read_parquet(path)
+        kind = str(df["energy_kind"].iloc[0]) if len(df) else "total"
+        entries = [PDEntry(Composition(f), float(en), name=str(nm))
+                   for nm, f, en in zip(df["name"], df["formula"], df["energy"])]
+        return HullReference(entries, kind, name)
     if ".csv" in lower:
         formation = _read_formation_csv(path)
         els = sorted({el.symbol for e in formation for el in e.composition.elements})

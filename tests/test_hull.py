@@ -1,0 +1,185 @@
+"""MP2020 entries and e_above_hull against real MP data."""
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from pymatgen.analysis.phase_diagram import PDEntry
+from pymatgen.core import Composition, Lattice, Structure
+from pymatgen.entries.computed_entries import ComputedEntry
+
+from crystalrl.hull import (HullReference, bundled_calc_compounds_path, load_reference,
+                            mp2020_entry, mp_hubbard_u)
+
+# The seven MP-20 rows whose MP e_above_hull comes from phases MP-20 lacks (data README).
+LOWER_ROWS = {"HoWClO4", "Zn3N2", "LiS4", "Cs2KBiI6", "Na3MnCoNiO6", "LiCSN", "Cs2NaMoI6"}
+
+
+@pytest.fixture(scope="module")
+def calc_compounds() -> dict:
+    with gzip.open(bundled_calc_compounds_path(), "rt") as fh:
+        return json.load(fh)
+
+
+@pytest.fixture(scope="module")
+def mp_bundled() -> HullReference:
+    return load_reference("mp_bundled")
+
+
+@pytest.fixture(scope="module")
+def mp20_rows(shared_data) -> pd.DataFrame:
+    return pd.read_csv(shared_data / "mp20" / "mp20_rows.csv")
+
+
+@pytest.fixture(scope="module")
+def mp20_hull(shared_data) -> HullReference:
+    return load_reference(shared_data / "mp20" / "mp20_formation_energies.csv.gz")
+
+
+def test_hubbard_u_matches_every_mp_entry(calc_compounds):
+    """Our U values equal the ones MP actually used, for all 423 bundled entries (113 GGA+U)."""
+    n_u = 0
+    for key, d in calc_compounds.items():
+        used = {el: u for el, u in (d["parameters"].get("hubbards") or {}).items() if u}
+        assert mp_hubbard_u(Composition(d["composition"])) == used, key
+        n_u += bool(used)
+    assert n_u == 113
+
+
+def test_mp2020_entry_corrections():
+    fe2o3 = Structure(Lattice.cubic(4.0), ["Fe", "Fe", "O", "O", "O"],
+                      [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]])
+    e = mp2020_entry(fe2o3, -40.0)
+    assert e.parameters["run_type"] == "GGA+U" and e.parameters["hubbards"] == {"Fe": 5.3}
+    names = " ".join(a.name for a in e.energy_adjustments)
+    assert "oxide" in names and "mixing correction (Fe)" in names
+    assert e.correction < 0 and e.energy == pytest.approx(-40.0 + e.correction)
+    # Fe without O/F is plain GGA and gets no U correction.
+    fe = Structure(Lattice.cubic(2.87), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert mp2020_entry(fe, -16.0).parameters["run_type"] == "GGA"
+
+
+def test_bundled_mp_hull_entries_on_hull(mp_bundled):
+    """MP entries stable in MP have e_hull = 0 against the MP2020-processed bundled set."""
+    entries = [e for v in mp_bundled.by_chemsys.values() for e in v]
+    stable = [e for e in entries if e.data.get("e_above_hull", 1.0) == 0]
+    assert len(stable) > 300
+    eh, status = mp_bundled.e_above_hull(stable)
+    assert set(status) == {"ok"}
+    np.testing.assert_allclose(eh, 0.0, atol=1e-6)
+    # A subset of MP's phases gives a hull at or above MP's: no entry lands higher than in MP.
+    others = [e for e in entries if e.data.get("e_above_hull", 0) > 0]
+    eh_o, _ = mp_bundled.e_above_hull(others)
+    assert len(others) > 30
+    assert np.all(eh_o <= np.array([e.data["e_above_hull"] for e in others]) + 1e-6)
+
+
+def test_raw_energies_would_fail(calc_compounds):
+    """Without MP2020 the GGA/GGA+U energies do not mix: some MP-stable entries land above."""
+    raw = load_reference(bundled_calc_compounds_path(), mp2020=False)
+    stable = [e for v in raw.by_chemsys.values() for e in v if e.data.get("e_above_hull", 1) == 0]
+    eh, _ = raw.e_above_hull(stable)
+    assert np.sum(eh > 1e-3) >= 5
+
+
+def test_mp20_rows_against_formation_hull(mp20_rows, mp20_hull):
+    """Exactly 37/44 within 0.02 eV/atom; the 7 known rows lower; none higher."""
+    q = [PDEntry(Composition(f), ef * Composition(f).num_atoms)
+         for f, ef in zip(mp20_rows["pretty_formula"], mp20_rows["formation_energy_per_atom"])]
+    eh, status = mp20_hull.e_above_hull(q)
+    assert status == ["ok"] * 44
+    d = eh - mp20_rows["e_above_hull"].to_numpy()
+    assert (np.abs(d) <= 0.02).sum() == 37
+    assert set(mp20_rows["pretty_formula"][d < -0.02]) == LOWER_ROWS
+    assert not np.any(d > 0.02)
+
+
+def test_formation_csv_with_elementals_matches(shared_data, mp20_rows, mp20_hull):
+    """Formation energies turned into total energies with MP elemental entries give the same hull."""
+    ref = load_reference(shared_data / "mp20" / "mp20_formation_energies.csv.gz",
+                         elemental_entries=shared_data / "mp_entries" / "mp_elemental_reference_entries.json.gz")
+    assert ref.energy_kind == "total"
+    mu = {k[0]: min(e.energy_per_atom for e in v) for k, v in
+          ((tuple(k), v) for k, v in ref.by_chemsys.items() if len(k) == 1)}
+    comps = [Composition(f) for f in mp20_rows["pretty_formula"]]
+    q_form = [PDEntry(c, ef * c.num_atoms) for c, ef in zip(comps, mp20_rows["formation_energy_per_atom"])]
+    q_tot = [PDEntry(c, e.energy + sum(n * mu[el.symbol] for el, n in c.items())) for c, e in zip(comps, q_form)]
+    eh_f, _ = mp20_hull.e_above_hull(q_form)
+    eh_t, _ = ref.e_above_hull(q_tot)
+    np.testing.assert_allclose(eh_t, eh_f, atol=1e-8)
+
+
+def test_structures_and_total_energies(mp20_rows, mp_bundled, calc_compounds):
+    """The (structures, MLIP energies) path: MP's own DFT energies of NaCl, NaS, GaTe land on the hull."""
+    by_id = {d["entry_id"]: d for d in calc_compounds.values()}
+    rows = mp20_rows[mp20_rows["material_id"].isin(by_id)]
+    assert len(rows) == 3
+    structures = [Structure.from_str(c, fmt="cif") for c in rows["cif"]]
+    energies = [ComputedEntry.from_dict(by_id[m]).uncorrected_energy_per_atom * len(s)
+                for m, s in zip(rows["material_id"], structures)]
+    eh, status = mp_bundled.e_above_hull((structures, energies))
+    assert status == ["ok"] * 3
+    np.testing.assert_allclose(eh, 0.0, atol=1e-6)
+    # 0.1 eV/atom more -> 0.1 eV/atom above the hull
+    eh2, _ = mp_bundled.e_above_hull((structures, [e + 0.1 * len(s) for e, s in zip(energies, structures)]))
+    np.testing.assert_allclose(eh2, 0.1, atol=1e-6)
+
+
+def test_missing_elements_and_bad_rows_do_not_crash(mp20_hull, mp_bundled):
+    ok = PDEntry(Composition("NaCl"), -2.1 * 2)
+    no_og = PDEntry(Composition("NaOg"), -1.0)  # oganesson: no reference
+    nan = PDEntry(Composition("NaCl"), float("nan"))
+    eh, status = mp20_hull.e_above_hull([ok, no_og, nan, ok])
+    assert np.isfinite(eh[[0, 3]]).all() and np.isnan(eh[[1, 2]]).all()
+    assert status[1] == "missing reference for elements: Og"
+    assert status[2].startswith("failed") and status[0] == status[3] == "ok"
+    # formation-energy references refuse MLIP total energies with a clear message
+    with pytest.raises(ValueError, match="elemental"):
+        mp20_hull.e_above_hull(([None], [1.0]))
+    # structures: None and NaN energies are reported per row
+    s = Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    eh, status = mp_bundled.e_above_hull(([s, None, s], [-7.0, -7.0, np.nan]))
+    assert np.isfinite(eh[0]) and status[1] == "failed: no structure" and "NaN" in status[2]
+
+
+def test_phase_diagrams_cached_per_chemsys(mp_bundled):
+    ref = load_reference("mp_bundled")
+    q = [PDEntry(Composition(f), -5.0 * Composition(f).num_atoms)
+         for f in ["NaCl", "Na2Cl", "NaCl3", "LiFeO2", "Li2FeO3", "FeLiO", "Fe"]]
+    ref.e_above_hull(q)
+    assert set(ref._pd_cache) == {("Cl", "Na"), ("Fe", "Li", "O"), ("Fe",)}
+    pd1 = ref.phase_diagram(["Na", "Cl"])
+    assert ref.phase_diagram(["Cl", "Na"]) is pd1
+    # the PD of Li-Fe-O holds exactly the entries whose elements are a subset
+    assert {frozenset(e.composition.chemical_system.split("-")) for e in ref.entries_for(["Li", "Fe", "O"])} <= {
+        frozenset(s) for s in [["Li"], ["Fe"], ["O"], ["Fe", "Li"], ["Li", "O"], ["Fe", "O"], ["Fe", "Li", "O"]]}
+
+
+def test_alexandria_format_and_parquet(tmp_path, mp_bundled):
+    """Alexandria's {"entries": [ComputedStructureEntry dicts]} json.bz2 loads (structures dropped)."""
+    ents = [e for k, v in mp_bundled.by_chemsys.items() if k <= {"Na", "Cl", "Li", "O"} for e in v]
+    s = Structure(Lattice.cubic(3.0), ["Na"], [[0, 0, 0]]).as_dict()
+    dicts = [{**e.as_dict(), "@class": "ComputedStructureEntry", "structure": s} for e in ents]
+    path = tmp_path / "convex_hull_pbe_test.json.bz2"
+    with bz2.open(path, "wt") as fh:
+        json.dump({"entries": dicts}, fh)
+    alex = load_reference(path)
+    assert len(alex) == len(ents) and not hasattr(next(iter(alex.by_chemsys.values()))[0], "structure")
+    q = [PDEntry(Composition("Li2O"), -14.0), PDEntry(Composition("NaCl"), -7.0)]
+    np.testing.assert_allclose(alex.e_above_hull(q)[0], mp_bundled.e_above_hull(q)[0], atol=1e-9)
+    alex.to_parquet(tmp_path / "ref.parquet")
+    back = load_reference(tmp_path / "ref.parquet")
+    np.testing.assert_allclose(back.e_above_hull(q)[0], mp_bundled.e_above_hull(q)[0], atol=1e-6)
+
+
+def test_bad_reference_path_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.json"):
+        load_reference(tmp_path / "nowhere.json")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="formation_energy_per_atom"):
+        load_reference(bad)
