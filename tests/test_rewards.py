@@ -41,7 +41,8 @@ class _FakeMLIP:
 
 
 class _FakeHull:
-    def e_above_hull(self, structures, energies):
+    def e_above_hull(self, pair):
+        structures, energies = pair
         e = np.array([en / len(s) for s, en in zip(structures, energies)]) + 1.0
         e[[s.composition.reduced_formula == "MgO" for s in structures]] = np.nan  # "missing reference"
         return e, ["ok"] * len(structures)

@@ -42,7 +42,7 @@ def ehull_reward(mlip, hull, *, clip: float = 10.0, batch_size: int = 64) -> Rew
         if idx.size:
             subset = [structures[i] for i in idx]
             energies = mlip.predict(subset, batch_size=batch_size)["energy"]
-            e, _status = hull.e_above_hull(subset, energies)
+            e, _status = hull.e_above_hull((subset, energies))
             e_hull[idx] = e
         valid = np.isfinite(e_hull)
         r = np.where(valid, -np.clip(np.nan_to_num(e_hull, nan=clip), -clip, clip), -clip)
