@@ -152,9 +152,9 @@ def _run_tasks(fn, tasks: list[tuple], processes: int) -> list:
         return list(ex.map(fn, *zip(*tasks), chunksize=max(1, len(tasks) // (8 * processes))))
 
 
-def _order_by_cost(tasks: list[tuple], cost: list[float]) -> list[int]:
+def _order_by_cost(cost: list[float]) -> list[int]:
     # biggest groups first so the pool does not end on one long task
-    return sorted(range(len(tasks)), key=lambda i: -cost[i])
+    return sorted(range(len(cost)), key=lambda i: -cost[i])
 
 
 def unique_mask(structures: Sequence[Structure], matcher_kw: dict | None = None,
@@ -171,7 +171,7 @@ def unique_mask(structures: Sequence[Structure], matcher_kw: dict | None = None,
     idx_lists = [ix for ix in groups.values() if len(ix) > 1]
     out = np.ones(len(structures), dtype=bool)
     tasks = [([structures[i] for i in ix], matcher_kw) for ix in idx_lists]
-    order = _order_by_cost(tasks, [len(ix) ** 2 for ix in idx_lists])
+    order = _order_by_cost([len(ix) ** 2 for ix in idx_lists])
     results = _run_tasks(_unique_task, [tasks[k] for k in order], processes)
     for k, res in zip(order, results):
         out[idx_lists[k]] = res
@@ -251,7 +251,7 @@ class NoveltyIndex:
         out = np.ones(len(structures), dtype=bool)
         hit = [(k, ix) for k, ix in by_group.items() if k in self._groups]
         tasks = [([structures[i] for i in ix], self._groups[k], self.matcher_kw) for k, ix in hit]
-        order = _order_by_cost(tasks, [len(ix) * len(self._groups[k]) for k, ix in hit])
+        order = _order_by_cost([len(ix) * len(self._groups[k]) for k, ix in hit])
         results = _run_tasks(_novel_task, [tasks[j] for j in order], processes)
         for j, (res, n_parsed) in zip(order, results):
             out[hit[j][1]] = res
