@@ -197,6 +197,14 @@ def test_decode_rejects_bad_tokens():
     assert structures[0] is not None and reasons[0] is None
     assert structures[1] is None and "row 1" in reasons[1] and "lattice" in reasons[1]
     assert structures[2] is None and "row 2" in reasons[2]
+    # an angle triple no cell can have (pymatgen would silently clip it)
+    triclinic = Structure(Lattice.from_parameters(3, 4, 5, 80, 85, 95), ["Si"], [[0, 0, 0]])
+    t1 = encode(triclinic)
+    assert t1.G == 2  # one atom at the origin is centrosymmetric: P-1, all angles free
+    L = t1.L.copy()
+    L[3:] = np.deg2rad(170.0)
+    with pytest.raises(TokenizeError, match="degenerate lattice"):
+        decode(t1.G, L, t1.XYZ, t1.A, t1.W)
 
 
 def test_too_many_sites_raises():

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import io
 import multiprocessing
-import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -225,7 +224,9 @@ def decode(G, L, XYZ, A, W):
 
     lat6, z_t, frac_t3 = _decode_arrays(G, L, XYZ, A, W)
     lattice = Lattice.from_parameters(*lat6)
-    if not np.isfinite(lattice.matrix).all() or lattice.volume <= 1e-6 * np.prod(lat6[:3]):
+    # pymatgen clips impossible angle triples (e.g. 170, 170, 170) instead of failing
+    if not np.isfinite(lattice.matrix).all() or lattice.volume <= 1e-6 * np.prod(lat6[:3]) \
+            or not np.allclose(lattice.angles, lat6[3:], atol=1e-3):
         raise TokenizeError(f"degenerate lattice {np.round(lat6, 4).tolist()}")
     return Structure(lattice, z_t.tolist(), frac_t3)
 
@@ -311,7 +312,6 @@ def _encode_one(job) -> tuple[str, dict | None, str | None]:
 
 
 def _worker_init() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _pyxtal_fast_paths()
 
 
