@@ -24,6 +24,7 @@ removing rows never moves another row between splits.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import os
@@ -324,6 +325,8 @@ def run_curate(data_cfg: dict, out_paths: dict, threads: int = 1,
         raise ValueError("data.source: missing")
     path = fetch_inputs(data_cfg, lg)
     rows = read_source(str(source), path)
+    if data_cfg.get("limit"):
+        rows = itertools.islice(rows, int(data_cfg["limit"]))  # quick runs on the first rows
     splits, rejected = curate(
         rows, max_atoms=data_cfg.get("max_atoms", 20), e_hull_max=data_cfg.get("e_hull_max", 0.1),
         n_max=data_cfg.get("n_max", 21), split=tuple(data_cfg.get("split", (0.8, 0.1, 0.1))),
