@@ -43,14 +43,34 @@ DEFAULTS: dict = {
 }
 
 
+WORKFLOW_ONLY_KEYS = ("enabled", "data", "url", "sha256")  # read by the rules, not here
+
+
 def merged_config(cfg: dict | None) -> dict:
-    """DEFAULTS overlaid with `cfg` (nested dicts merged key by key)."""
-    def merge(base: dict, over: dict) -> dict:
+    """DEFAULTS overlaid with `cfg` (nested dicts merged key by key).
+
+    Also accepts the workflow's flat spelling: `band_gap_pretrained` (a path or null)
+    for `band_gap.pretrained_path`, and `extra` (a dict merged last). Unknown keys
+    raise, so a typo never silently falls back to a default.
+    """
+    def merge(base: dict, over: dict, where: str) -> dict:
         out = dict(base)
         for k, v in (over or {}).items():
-            out[k] = merge(base[k], v) if isinstance(base.get(k), dict) and isinstance(v, dict) else v
+            if k not in base:
+                raise KeyError(f"dielectric config: unknown key `{where}{k}` (known: {sorted(base)})")
+            both_dicts = isinstance(base[k], dict) and isinstance(v, dict)
+            out[k] = merge(base[k], v, f"{where}{k}.") if both_dicts and k != "model" else v
+            if both_dicts and k == "model":  # model knobs: any matgl constructor argument
+                out[k] = {**base[k], **v}
         return out
-    return merge(DEFAULTS, cfg or {})
+
+    cfg = {k: v for k, v in (cfg or {}).items() if k not in WORKFLOW_ONLY_KEYS}
+    extra = cfg.pop("extra", None) or {}
+    pretrained = cfg.pop("band_gap_pretrained", None)
+    out = merge(merge(DEFAULTS, cfg, ""), extra, "")
+    if pretrained is not None:
+        out["band_gap"] = {**out["band_gap"], "pretrained_path": pretrained}
+    return out
 
 
 def _key(obj) -> str:
