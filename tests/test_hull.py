@@ -183,3 +183,20 @@ def test_bad_reference_path_is_clear(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="formation_energy_per_atom"):
         load_reference(bad)
+
+
+def test_already_corrected_energies_skip_mp2020(mp20_rows, mp_bundled, calc_compounds):
+    """apply_mp2020=False places MP2020-corrected energies (e.g. CHGNet's) without correcting twice."""
+    from crystalrl.hull import e_above_hull
+
+    by_id = {d["entry_id"]: d for d in calc_compounds.values()}
+    rows = mp20_rows[mp20_rows["material_id"].isin(by_id)]
+    structures = [Structure.from_str(c, fmt="cif") for c in rows["cif"]]
+    corrected = [mp2020_entry(s, ComputedEntry.from_dict(by_id[m]).uncorrected_energy_per_atom * len(s)).energy
+                 for m, s in zip(rows["material_id"], structures)]
+    eh, _ = mp_bundled.e_above_hull((structures, corrected), apply_mp2020=False)
+    np.testing.assert_allclose(eh, 0.0, atol=1e-6)
+    twice, _ = mp_bundled.e_above_hull((structures, corrected))
+    assert np.all(twice < -0.1)  # correcting again would sink them below the hull
+    marked = type("CorrectedMLIP", (), {"mp2020_corrected": True})()
+    np.testing.assert_allclose(e_above_hull(mp_bundled, structures, corrected, mlip=marked)[0], 0.0, atol=1e-6)

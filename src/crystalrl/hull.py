@@ -259,17 +259,20 @@ class HullReference:
         return pd_
 
     # -- queries ----------------------------------------------------------
-    def e_above_hull(self, entries_or_pair, *, ids: Sequence[str] | None = None
-                     ) -> tuple[np.ndarray, list[str]]:
+    def e_above_hull(self, entries_or_pair, *, ids: Sequence[str] | None = None,
+                     apply_mp2020: bool = True) -> tuple[np.ndarray, list[str]]:
         """e_above_hull (eV/atom, negative allowed) and a status per query.
 
         `entries_or_pair`: a list of entries in this reference's energy space, or a
         pair `(structures, energies)` of pymatgen Structures (None allowed) and MLIP
-        total energies in eV (needs `energy_kind == "total"`). A query that cannot
-        be placed gets NaN and a status saying why; nothing raises.
+        total energies in eV (needs `energy_kind == "total"`). `apply_mp2020=False`
+        for MLIPs that already predict MP2020-corrected energies (CHGNet: see
+        `MLIP.mp2020_corrected`). A query that cannot be placed gets NaN and a
+        status saying why; nothing raises.
         """
         if isinstance(entries_or_pair, tuple) and len(entries_or_pair) == 2:
-            entries, status = self._entries_from_pair(*entries_or_pair, ids=ids)
+            entries, status = self._entries_from_pair(*entries_or_pair, ids=ids,
+                                                      apply_mp2020=apply_mp2020)
         else:
             entries = list(entries_or_pair)
             status = ["ok" if e is not None else "failed: no entry" for e in entries]
@@ -289,7 +292,7 @@ class HullReference:
                 status[i] = f"failed: {type(exc).__name__}: {exc}"
         return out, status
 
-    def _entries_from_pair(self, structures, energies, ids=None):
+    def _entries_from_pair(self, structures, energies, ids=None, apply_mp2020=True):
         if self.energy_kind != "total":
             raise ValueError(f"{self.name} holds formation energies; placing MLIP total energies "
                              "needs elemental reference entries (load_reference(..., "
@@ -309,7 +312,7 @@ class HullReference:
                 status.append("failed: energy is NaN")
             else:
                 try:
-                    entries.append(mp2020_entry(s, en, entry_id=sid))
+                    entries.append(mp2020_entry(s, en, entry_id=sid, process=apply_mp2020))
                     status.append("ok")
                 except Exception as exc:  # noqa: BLE001
                     entries.append(None)
@@ -384,6 +387,11 @@ def load_reference(spec: str | os.PathLike, *, elemental_entries: str | os.PathL
 
 
 def e_above_hull(reference: HullReference, structures: Sequence[Structure | None],
-                 energies_total: Sequence[float]) -> tuple[np.ndarray, list[str]]:
-    """Convenience: MLIP total energies (eV) of structures -> e_above_hull, status."""
-    return reference.e_above_hull((list(structures), energies_total))
+                 energies_total: Sequence[float], mlip=None) -> tuple[np.ndarray, list[str]]:
+    """MLIP total energies (eV) of structures -> e_above_hull, status.
+
+    Pass the `mlip` that produced the energies so that MP2020 corrections are
+    applied only when it does not already include them.
+    """
+    corrected = bool(getattr(mlip, "mp2020_corrected", False))
+    return reference.e_above_hull((list(structures), energies_total), apply_mp2020=not corrected)

@@ -172,9 +172,10 @@ def relax_samples(samples: pd.DataFrame, mlip: MLIP, reference=None, *, fmax: fl
     df["e_hull_final"] = np.nan
     if reference is not None:
         n_atoms = np.array([len(s) if s is not None else 0 for s in structures], dtype=float)
-        eh0, st0 = reference.e_above_hull((structures, df["energy_initial"].to_numpy() * n_atoms))
+        corr = {"apply_mp2020": not mlip.mp2020_corrected}
+        eh0, st0 = reference.e_above_hull((structures, df["energy_initial"].to_numpy() * n_atoms), **corr)
         relaxed, _ = parse_cifs(df["cif_relaxed"].tolist())
-        eh1, _ = reference.e_above_hull((relaxed, df["energy_final"].to_numpy() * n_atoms))
+        eh1, _ = reference.e_above_hull((relaxed, df["energy_final"].to_numpy() * n_atoms), **corr)
         df["e_hull_initial"] = eh0
         df["e_hull_final"] = eh1
         df["hull_status"] = st0

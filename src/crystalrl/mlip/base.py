@@ -77,6 +77,9 @@ class MLIP(abc.ABC):
     """A universal interatomic potential behind one interface."""
 
     name: str = "mlip"
+    #: True when the model was trained on MP2020-corrected energies (so the hull
+    #: must not apply the corrections again); False for raw-DFT-energy models.
+    mp2020_corrected: bool = False
 
     @abc.abstractmethod
     def predict(self, structures: Sequence[Structure | None], batch_size: int = 32,

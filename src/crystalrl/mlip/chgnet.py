@@ -11,7 +11,15 @@ from .base import ALL_PROPERTIES, MLIP, basic_check, empty_prediction, run_batch
 
 
 class CHGNetMLIP(MLIP):
-    """CHGNet (Deng et al. 2023); `model` is a bundled version ("0.3.0", "0.2.0", "r2scan")."""
+    """CHGNet (Deng et al. 2023); `model` is a bundled version ("0.3.0", "0.2.0", "r2scan").
+
+    CHGNet is trained on MPtrj energies that already carry the MP2020
+    corrections: on MP's NaCl, GaTe and NaS it gives MP's raw energy plus the
+    MP2020 correction to ~0.03 eV/atom (tests/test_relax.py). Hence
+    `mp2020_corrected = True`: the hull must not correct its energies again.
+    """
+
+    mp2020_corrected = True
 
     def __init__(self, model: str | None = None, weights_path: str | None = None,
                  device: str = "cpu"):
@@ -26,6 +34,8 @@ class CHGNetMLIP(MLIP):
         # Generated samples may hold isolated atoms; CHGNet still gives an energy.
         self.model.graph_converter.set_isolated_atom_response("ignore")
         self.name = f"chgnet-{self.model.version or 'custom'}"
+        # r2SCAN energies are not MP2020/GGA energies at all; do not pretend they are
+        self.mp2020_corrected = model != "r2scan"
 
     def predict(self, structures: Sequence[Structure | None], batch_size: int = 32,
                 properties: Sequence[str] = ALL_PROPERTIES) -> dict:
