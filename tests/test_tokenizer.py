@@ -115,6 +115,7 @@ def test_alex_reference_400(alex_all, shared_reference):
 @pytest.mark.slow
 def test_round_trip_alexandria(alex_all):
     from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     cifs, tok, rej = alex_all
     arr = tokens_to_arrays(tok)
@@ -124,11 +125,20 @@ def test_round_trip_alexandria(alex_all):
     for id_, s, reason in zip(tok["id"], decoded, reasons):
         if s is None:
             failures.append(f"{id_}: decode failed: {reason}")
-        elif not matcher.fit(Structure.from_str(cifs[id_], fmt="cif"), s):
-            failures.append(f"{id_}: decoded structure does not match the input")
+        elif not matcher.fit(inp := Structure.from_str(cifs[id_], fmt="cif"), s):
+            # explain: a matcher artefact (input is a supercell pymatgen's primitive
+            # finder misses), the recipe's own symmetrization, or a decoding error
+            if StructureMatcher(primitive_cell=False, attempt_supercell=True).fit(inp, s):
+                why = "matches with attempt_supercell=True"
+            elif matcher.fit(SpacegroupAnalyzer(inp, symprec=0.01).get_refined_structure(), s):
+                why = "the refined cell (symprec=0.01) already differs from the input"
+            else:
+                why = "decoded != refined cell: decoding error"
+            failures.append(f"{id_}: decoded structure does not match the input ({why})")
     print(f"round trip: {len(cifs) - len(failures)}/{len(cifs)} match; failures:")
     print("\n".join(failures) or "  none")
     assert len(failures) <= 0.01 * len(cifs)
+    assert not [f for f in failures if "decoding error" in f]
 
 
 # ----------------------------------------------------------------------------- encode/decode
