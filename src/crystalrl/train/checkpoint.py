@@ -162,17 +162,9 @@ def load_model(path: str | os.PathLike, cfg=None):
 
 
 def _load_haiku(path: Path, cfg):
-    try:
-        from crystalrl.model import haiku_import
-    except ImportError as e:
-        raise ImportError(f"{path}: loading a Haiku checkpoint needs crystalrl.model.haiku_import") from e
+    from crystalrl.model import haiku_import
     if cfg is None:
         raise ValueError(f"{path}: a Haiku checkpoint has no config; pass cfg=ModelConfig(...)")
     model = build_model(cfg)
-    load = getattr(haiku_import, "load_into", None) or getattr(haiku_import, "load_haiku_params")
-    result = load(model, path) if load.__name__ == "load_into" else load(path, cfg)
-    if result is not None and not isinstance(result, dict):  # a function that returns a model
-        model = result
-    elif isinstance(result, dict):
-        set_params(model, result)
+    haiku_import.import_into(model, haiku_import.read_params(path), source=str(path))
     return model, cfg

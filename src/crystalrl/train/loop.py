@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from functools import partial
@@ -51,19 +52,24 @@ def data_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(devices), ("data",))
 
 
-def _rng_tags(model) -> list[str]:
+def _rng_tags(model) -> tuple[str, ...]:
     """Names of the RNG streams stored in the model (dropout), except 'params'."""
     tags = {node.key.tag for _, node in nnx.iter_graph(model) if isinstance(node, nnx.RngStream)}
-    return sorted(tags - {"params"})
+    return tuple(sorted(tags - {"params"}))
 
 
-def _make_steps(graphdef, tags, tx, repl, data_sh):
-    """Jitted train and eval steps closed over the model's static structure."""
-    from crystalrl.model.likelihood import loss_fn
+@functools.lru_cache(maxsize=8)
+def _make_steps(graphdef, tags: tuple[str, ...], lr: float, lr_decay: float, clip_grad: float,
+                mesh: Mesh):
+    """Jitted train and eval steps for one model structure and optimizer (cached, so
+    repeated `train` calls in one process, e.g. a resume, compile only once)."""
+    from crystalrl.model.likelihood import logp_terms, loss_fn
+    tx, _ = make_optimizer(lr, lr_decay, clip_grad)
+    repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
-    def loss_of(params, rest, batch, deterministic):
+    def loss_of(params, rest, batch):
         model = nnx.merge(graphdef, params, rest, copy=True)
-        loss, aux = loss_fn(model, batch, deterministic=deterministic)
+        loss, aux = loss_fn(model, batch, deterministic=False)
         return loss, {k: v for k, v in aux.items() if jnp.ndim(v) == 0}
 
     def reseeded(params, rest, key):
@@ -76,47 +82,40 @@ def _make_steps(graphdef, tags, tx, repl, data_sh):
     def train_step(state, rest, batch, step):
         key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
         rest = reseeded(state["params"], rest, key) if tags else rest
-        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(
-            state["params"], rest, batch, False)
+        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"], rest, batch)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         return dict(params=params, opt_state=opt_state, key=state["key"]), dict(loss=loss, **aux)
 
-    @partial(jax.jit, in_shardings=(repl, repl, data_sh), out_shardings=repl)
-    def eval_step(params, rest, batch):
-        loss, aux = loss_of(params, rest, batch, True)
-        return dict(loss=loss, **aux)
+    @partial(jax.jit, in_shardings=(repl, repl, data_sh, data_sh), out_shardings=repl)
+    def eval_sums(params, rest, batch, weight_b):
+        """Weighted sums of the per-row NLL terms (pad rows have weight 0)."""
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        t = logp_terms(model, batch["G"], batch["L"], batch["XYZ"], batch["A"], batch["W"],
+                       deterministic=True)
+        out = {"loss_" + k.removeprefix("logp_"): -jnp.sum(v * weight_b) for k, v in t.items()}
+        out["loss"] = sum(out.values())
+        return out
 
-    return train_step, eval_step
-
-
-def _evaluate(eval_step, params, rest, val_batches) -> dict[str, float]:
-    """Row-weighted mean of every loss term over the validation batches."""
-    sums, n = {}, 0
-    for batch in val_batches:
-        b = len(batch["G"])
-        out = jax.device_get(eval_step(params, rest, batch))
-        for k, v in out.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * b
-        n += b
-    return {k: v / n for k, v in sums.items()}
+    return train_step, eval_sums
 
 
-def _val_batches(arrays, batch_size, n_dev, data_sh, log):
-    """Fixed validation batches, each a multiple of the device count (< n_dev rows dropped)."""
+def _val_batches(arrays, batch_size, data_sh):
+    """Fixed validation batches of one shape; the last is padded with weight-0 rows."""
     n = len(arrays["G"])
-    bounds = list(range(0, n, batch_size)) + [n]
     out = []
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        hi = lo + (hi - lo) // n_dev * n_dev
-        if hi > lo:
-            out.append(jax.device_put(take(arrays, np.arange(lo, hi)), data_sh))
-    used = sum(len(b["G"]) for b in out)
-    if used < n:
-        log.info("validation uses %d of %d rows (a multiple of %d devices)", used, n, n_dev)
-    if not out:
-        raise ValueError(f"validation set has {n} rows: fewer than the {n_dev} devices")
-    return out
+    for lo in range(0, n, batch_size):
+        idx = np.arange(lo, lo + batch_size)
+        weight = (idx < n).astype(np.float32)
+        out.append(jax.device_put((take(arrays, np.minimum(idx, n - 1)), weight), data_sh))
+    return out, n
+
+
+def _evaluate(eval_sums, params, rest, val_batches) -> dict[str, float]:
+    """Mean of every loss term over all validation rows."""
+    batches, n = val_batches
+    sums = [eval_sums(params, rest, b, w) for b, w in batches]
+    return {k: float(sum(s[k] for s in jax.device_get(sums))) / n for k in sums[0]}
 
 
 def _check_init_cfg(cfg, init_cfg, init_from):
@@ -125,6 +124,62 @@ def _check_init_cfg(cfg, init_cfg, init_from):
     if diff:
         raise ValueError(f"init_from {init_from}: its config differs from the requested model "
                          f"in {sorted(diff)} (base, requested) = {diff}")
+
+
+class _Metrics:
+    """Train-loss running sums between validations, the metrics table, and its Parquet file.
+
+    Both live in the checkpoint (`state_dict`), so a resumed run writes the same table.
+    """
+
+    def __init__(self, path, history=None, acc=None):
+        self.path, self.history = path, list(history or [])
+        self.acc = acc or dict(sums={}, n=0)
+        self.pending: list = []  # device arrays of steps not yet added (keeps dispatch async)
+
+    def add(self, out) -> None:
+        self.pending.append(out)
+
+    def flush(self) -> None:
+        for out in jax.device_get(self.pending):
+            for k, v in out.items():
+                self.acc["sums"][k] = self.acc["sums"].get(k, 0.0) + float(v)
+            self.acc["n"] += 1
+        self.pending.clear()
+
+    def row(self, base: dict, val: dict) -> dict:
+        """Close the interval: one table row with mean train terms and the val terms."""
+        self.flush()
+        n = self.acc["n"]
+        row = dict(base, **{f"train_{k}": v / n for k, v in self.acc["sums"].items()} if n else {})
+        row.update({f"val_{k}": v for k, v in val.items()})
+        self.acc = dict(sums={}, n=0)
+        self.history.append(row)
+        self.write()
+        return row
+
+    def write(self) -> None:
+        if self.path:
+            write_parquet_atomic(pd.DataFrame(self.history), self.path)
+
+    def state_dict(self) -> dict:
+        self.flush()
+        return dict(history=self.history, acc=self.acc)
+
+
+def _initial_state(cfg_model, seed, init_from, tx):
+    """(graphdef, rest, rng tags, state dict) of a fresh or `init_from` model."""
+    model = build_model(cfg_model, seed)
+    if init_from:
+        base, base_cfg = load_model(init_from)
+        _check_init_cfg(cfg_model, base_cfg, init_from)
+        set_params(model, params_of(base))
+    tags = _rng_tags(model)
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    params = params_of(model)
+    state = dict(params=params, opt_state=tx.init(params),
+                 key=jax.random.key_data(jax.random.key(seed)))
+    return graphdef, rest, tags, state
 
 
 def train(cfg_model, train_arrays: dict, val_arrays: dict, *, lr: float, lr_decay: float = 0.0,
@@ -139,121 +194,127 @@ def train(cfg_model, train_arrays: dict, val_arrays: dict, *, lr: float, lr_deca
     `steps` (optimizer steps) or `epochs` (x floor(N/batch_size) steps) sets the length.
     `ckpt_dir`: resumable Orbax checkpoints every `ckpt_every` steps and at the end; a
     run finds the newest one there and continues from it (checkpoints of another
-    config or data set are discarded with a warning). `init_from`: a model directory
-    (see `save_model`) whose parameters start the run (fine-tuning / SFT); only the
-    dropout rates may differ from `cfg_model`. `stop_after`: stop after that many
-    steps as if killed (no extra checkpoint; for tests). `devices`: default all.
+    config, data set or optimizer setting are discarded with a warning). `init_from`:
+    a model directory (see `save_model`) whose parameters start the run (fine-tuning,
+    SFT); only the dropout rates may differ from `cfg_model`. `stop_after`: stop after
+    that many steps as if killed (no extra checkpoint; for tests). `devices`: the
+    devices of the data-parallel mesh (default: all local devices).
     """
     log = log or _LOG
     t_start = time.time()
-    train_arrays, rej_t = clean_arrays(train_arrays, n_max=cfg_model.n_max, atom_types=cfg_model.atom_types,
-                                       wyck_types=cfg_model.wyck_types, name="train", ids=train_ids, log=log)
-    val_arrays, rej_v = clean_arrays(val_arrays, n_max=cfg_model.n_max, atom_types=cfg_model.atom_types,
-                                     wyck_types=cfg_model.wyck_types, name="val", ids=val_ids, log=log)
+    dims = dict(n_max=cfg_model.n_max, atom_types=cfg_model.atom_types, wyck_types=cfg_model.wyck_types)
+    train_arrays, rej_t = clean_arrays(train_arrays, **dims, name="train", ids=train_ids, log=log)
+    val_arrays, rej_v = clean_arrays(val_arrays, **dims, name="val", ids=val_ids, log=log)
     order = DataOrder(len(train_arrays["G"]), batch_size, seed)
     if steps is None:
         if epochs is None:
-            raise ValueError("give steps or epochs")
+            raise ValueError("train: give steps or epochs")
         steps = epochs * order.steps_per_epoch
     ckpt_every = ckpt_every or val_every
 
     mesh = data_mesh(devices)
     n_dev = mesh.devices.size
     if batch_size % n_dev:
-        raise ValueError(f"batch_size {batch_size} is not a multiple of the {n_dev} devices; "
-                         f"use e.g. {batch_size // n_dev * n_dev or n_dev}")
+        raise ValueError(f"batch_size {batch_size} is not a multiple of the {n_dev} devices "
+                         f"(the batch is split evenly, not padded); use e.g. "
+                         f"{max(batch_size // n_dev, 1) * n_dev}")
     repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
-    model = build_model(cfg_model, seed)
-    if init_from:
-        base, base_cfg = load_model(init_from)
-        _check_init_cfg(cfg_model, base_cfg, init_from)
-        set_params(model, params_of(base))
-        del base
-    tags = _rng_tags(model)
-    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
     tx, schedule = make_optimizer(lr, lr_decay, clip_grad)
-    params = params_of(model)
-    state = dict(params=params, opt_state=tx.init(params),
-                 key=jax.random.key_data(jax.random.key(seed)))
-    rest_host = rest
-    state, rest = jax.device_put(state, repl), jax.device_put(rest, repl)
-    train_step, eval_step = _make_steps(graphdef, tags, tx, repl, data_sh)
-    val_batches = _val_batches(val_arrays, batch_size, n_dev, data_sh, log)
+    graphdef, rest_host, tags, state = _initial_state(cfg_model, seed, init_from, tx)
+    state, rest = jax.device_put(state, repl), jax.device_put(rest_host, repl)
+    train_step, eval_sums = _make_steps(graphdef, tags, float(lr), float(lr_decay), float(clip_grad), mesh)
+    val_batches = _val_batches(val_arrays, batch_size, data_sh)
 
     run_id = dict(model=cfg_model.to_dict(), lr=lr, lr_decay=lr_decay, batch_size=batch_size,
                   clip_grad=clip_grad, seed=seed, init_from=str(init_from) if init_from else None,
                   train_data=fingerprint(train_arrays), n_train=order.n_rows)
-    history: list[dict] = []
-    acc = dict(sums={}, n=0)  # train-loss sums since the last validation
-    start = 0
+    metrics, start = _Metrics(metrics_path), 0
     store = CheckpointStore(ckpt_dir, keep=keep_ckpts) if ckpt_dir else None
     if store is not None and store.latest_step() is not None:
-        meta = store.read_meta()
-        if meta.get("run") != run_id:
-            changed = sorted(k for k in run_id if meta.get("run", {}).get(k) != run_id[k])
+        old = store.read_meta().get("run", {})
+        if old != run_id:
             log.warning("checkpoints in %s belong to another run (differs in %s); starting afresh",
-                        ckpt_dir, changed)
+                        ckpt_dir, sorted(k for k in run_id if old.get(k) != run_id[k]))
             store.clear()
         else:
             start, state, meta = store.restore_latest(abstract_like(state, repl))
-            history, acc = meta["history"], meta["acc"]
+            metrics = _Metrics(metrics_path, meta["history"], meta["acc"])
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_dir, start,
                      *order.position(start))
 
-    def write_metrics():
-        if metrics_path:
-            write_parquet_atomic(pd.DataFrame(history), metrics_path)
+    def validate(step):
+        row = metrics.row(dict(step=step, epoch=step / order.steps_per_epoch,
+                               lr=float(schedule(max(step - 1, 0))), time_s=time.time() - t_start),
+                          _evaluate(eval_sums, state["params"], rest, val_batches))
+        log.info("step %d: train loss %s  val loss %.4f (w %.3f a %.3f xyz %.3f l %.3f)", step,
+                 f"{row['train_loss']:.4f}" if "train_loss" in row else "-", row["val_loss"],
+                 *(row.get(f"val_loss_{k}", np.nan) for k in ("w", "a", "xyz", "l")))
 
-    def validate(step, pending):
-        for out in jax.device_get(pending):
-            for k, v in out.items():
-                acc["sums"][k] = acc["sums"].get(k, 0.0) + float(v)
-            acc["n"] += 1
-        pending.clear()
-        row = dict(step=step, epoch=step / order.steps_per_epoch,
-                   lr=float(schedule(max(step - 1, 0))), time_s=time.time() - t_start)
-        row.update({f"train_{k}": v / acc["n"] for k, v in acc["sums"].items()} if acc["n"] else {})
-        row.update({f"val_{k}": v for k, v in _evaluate(eval_step, state["params"], rest, val_batches).items()})
-        acc["sums"], acc["n"] = {}, 0
-        history.append(row)
-        write_metrics()
-        log.info("step %d: train loss %s  val loss %.4f", step,
-                 f"{row['train_loss']:.4f}" if "train_loss" in row else "-", row["val_loss"])
-
-    log.info("training %d steps (%d per epoch, batch %d on %d device(s)), %d train / %d val rows, "
-             "%d rejected", steps, order.steps_per_epoch, batch_size, n_dev, order.n_rows,
-             len(val_arrays["G"]), len(rej_t) + len(rej_v))
-    if start == 0 and not history:
-        validate(0, [])
+    log.info("training steps %d..%d (%d per epoch, batch %d on %d device(s)); %d train / %d val "
+             "rows, %d rejected", start, steps, order.steps_per_epoch, batch_size, n_dev,
+             order.n_rows, len(val_arrays["G"]), len(rej_t) + len(rej_v))
+    if start == 0:
+        validate(0)
     log_every = log_every or max(1, min(val_every, steps // 20 or 1))
-    pending: list = []
-    t0, last = time.time(), start
+    t0, first = None, None
     for step in range(start, steps):
         batch = jax.device_put(take(train_arrays, order.indices(step)), data_sh)
         state, out = train_step(state, rest, batch, np.int32(step))
-        pending.append(out)
+        metrics.add(out)
         done = step + 1
         if done % val_every == 0 or done == steps:
-            validate(done, pending)
-        if done % log_every == 0:
-            rate = (done - last) / max(time.time() - t0, 1e-9)
+            validate(done)
+        if t0 is None:  # time from the end of the first (compiling) step
+            jax.block_until_ready(out)
+            t0, first = time.time(), done
+        elif done % log_every == 0:
+            jax.block_until_ready(out)
+            rate = (done - first) / max(time.time() - t0, 1e-9)
             log.info("step %d/%d  %.2f steps/s  ETA %s", done, steps, rate,
                      time.strftime("%H:%M:%S", time.gmtime((steps - done) / rate)))
         if store is not None and (done % ckpt_every == 0 or done == steps):
-            for o in jax.device_get(pending):  # fold pending losses into the saved sums
-                for k, v in o.items():
-                    acc["sums"][k] = acc["sums"].get(k, 0.0) + float(v)
-                acc["n"] += 1
-            pending.clear()
-            store.save(done, state, dict(step=done, epoch=order.position(done)[0],
-                                         batch_in_epoch=order.position(done)[1], seed=seed,
-                                         run=run_id, history=history, acc=acc))
+            epoch, pos = order.position(done)
+            store.save(done, state, dict(step=done, epoch=epoch, batch_in_epoch=pos, seed=seed,
+                                         run=run_id, **metrics.state_dict()))
         if stop_after is not None and done >= stop_after:
             log.info("stopping after step %d (stop_after)", done)
             break
     if store is not None:
         store.close()
-    write_metrics()
+    metrics.write()
     params = jax.tree.map(jnp.asarray, jax.device_get(state["params"]))
     return nnx.merge(graphdef, params, rest_host)
+
+
+TRAIN_KEYS = ("lr", "lr_decay", "batch_size", "steps", "epochs", "clip_grad", "val_every",
+              "ckpt_every", "keep_ckpts", "seed", "log_every")
+
+
+def run_pretrain(*, train_tokens, val_tokens, model_dir, metrics_path, model_params: dict,
+                 train_params: dict, ckpt_dir: str | None, init_model: str | None = None,
+                 log: logging.Logger | None = None):
+    """Pretrain (or, with `init_model`, fine-tune) from token Parquets; write the model dir.
+
+    The body of `workflow/scripts/pretrain.py` (rules pretrain and sft). `train_params`
+    holds the keys of `TRAIN_KEYS`; anything else is an error naming the key.
+    """
+    from crystalrl.model.config import ModelConfig
+    from crystalrl.train.checkpoint import save_model
+    from crystalrl.train.data import load_token_arrays
+    log = log or _LOG
+    unknown = sorted(set(train_params) - set(TRAIN_KEYS))
+    if unknown:
+        raise KeyError(f"train params: unknown key(s) {unknown}; valid: {list(TRAIN_KEYS)}")
+    cfg = ModelConfig.from_dict(model_params)
+    tr, tr_ids = load_token_arrays(train_tokens)
+    va, va_ids = load_token_arrays(val_tokens)
+    model = train(cfg, tr, va, **train_params, ckpt_dir=ckpt_dir, init_from=init_model,
+                  metrics_path=metrics_path, log=log, train_ids=tr_ids, val_ids=va_ids)
+    hist = pd.read_parquet(metrics_path)
+    last = hist.iloc[-1]
+    save_model(model_dir, model, cfg, dict(
+        train=dict(train_params), init_from=str(init_model) if init_model else None,
+        train_tokens=str(train_tokens), step=int(last["step"]), val_loss=float(last["val_loss"])))
+    log.info("wrote %s (step %d, val loss %.4f)", model_dir, int(last["step"]), float(last["val_loss"]))
+    return model
