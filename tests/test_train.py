@@ -1,0 +1,260 @@
+"""Training loop: data order, optimizer, learning, exact resume, model dirs, data parallel.
+
+Every run uses one small model config, learning rate and batch size, so the jitted
+train/eval steps compile once for the whole module (`_make_steps` is cached).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from types import SimpleNamespace
+
+import jax
+import numpy as np
+import optax
+import pandas as pd
+import pytest
+
+from crystalrl.model.config import ModelConfig
+from crystalrl.train import CheckpointStore, load_model, make_optimizer, save_model, train
+from crystalrl.train.checkpoint import params_of
+from crystalrl.train.data import DataOrder, clean_arrays
+
+SMALL = dict(num_layers=2, num_heads=4, key_size=16, model_size=32)
+LR, BS = 1e-3, 32
+KEYS = ("G", "L", "XYZ", "A", "W")
+
+
+@pytest.fixture(scope="module")
+def alex(shared_reference):
+    """The 400 tokenized Alexandria structures: 320 train / 80 val rows."""
+    z = np.load(shared_reference / "crystalformer_logp_alex.npz")
+    arr = {k: z[k] for k in KEYS}
+    return {k: v[:320] for k, v in arr.items()}, {k: v[320:] for k, v in arr.items()}
+
+
+def _max_diff(m1, m2) -> float:
+    return max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+                                            params_of(m1), params_of(m2))))
+
+
+# ------------------------------------------------------------------ no model needed
+def test_data_order_is_seeded_epoch_shuffle_and_resumable():
+    o = DataOrder(n_rows=10, batch_size=3, seed=7)
+    assert o.steps_per_epoch == 3  # remainder row dropped, as upstream
+    epoch0 = np.concatenate([o.indices(t) for t in range(3)])
+    assert len(set(epoch0)) == 9 and set(epoch0) <= set(range(10))
+    assert not np.array_equal(o.permutation(0), o.permutation(1))  # reshuffled each epoch
+    # a "restarted" order object gives the same batch for any step, e.g. mid epoch 5
+    assert np.array_equal(DataOrder(10, 3, 7).indices(16), o.indices(16))
+    assert not np.array_equal(DataOrder(10, 3, 8).permutation(0), o.permutation(0))
+    with pytest.raises(ValueError, match="larger than the training set"):
+        DataOrder(2, 3, 0)
+
+
+def test_clean_arrays_drops_bad_rows_with_reasons(shared_reference):
+    z = np.load(shared_reference / "crystalformer_logp_alex.npz")
+    arr = {k: z[k][:20].copy() for k in KEYS}
+    arr["L"][3, 0] = np.nan
+    arr["G"][5] = 0
+    arr["A"][7, 0] = 300
+    ids = np.array([f"alex-{i}" for i in range(20)])
+    clean, rejected = clean_arrays(arr, n_max=21, atom_types=119, wyck_types=28, name="train",
+                                   ids=ids, log=logging.getLogger("test"))
+    assert len(clean["G"]) == 17
+    assert [r["id"] for r in rejected] == ["alex-5", "alex-3", "alex-7"]
+    assert "train row 3 (id alex-3)" in rejected[1]["reason"] and "NaN" in rejected[1]["reason"]
+    assert clean["L"].dtype == np.float32 and clean["A"].dtype == np.int32
+    arr["XYZ"] = arr["XYZ"][:, :20]
+    with pytest.raises(ValueError, match="key XYZ has shape"):
+        clean_arrays(arr, n_max=21, atom_types=119, wyck_types=28)
+
+
+def test_optimizer_is_clipped_adam_with_public_schedule():
+    lr, decay = 0.1, 0.5
+    tx, schedule = make_optimizer(lr, decay, clip_grad=1.0)
+    p = {"w": np.array([1.0, -2.0, 3.0], np.float32)}
+    state = tx.init(p)
+    ref = optax.adam(1.0)  # unit-lr Adam direction; the schedule scales it per step
+    rstate = ref.init(p)
+    for t in range(3):
+        g = {"w": np.array([3.0, 4.0, 0.0], np.float32) * (t + 1)}  # norm 5(t+1) > 1: clipped
+        upd, state = tx.update(g, state, p)
+        gc = {"w": g["w"] / np.linalg.norm(g["w"])}
+        rupd, rstate = ref.update(gc, rstate, p)
+        np.testing.assert_allclose(upd["w"], rupd["w"] * lr / (1 + decay * t), rtol=1e-5, atol=1e-7)
+    assert schedule(2) == pytest.approx(lr / 2)
+
+
+# ------------------------------------------------------------------ training runs
+@pytest.mark.slow
+def test_pretraining_lowers_validation_loss(alex, tmp_path):
+    tr, va = alex
+    path = tmp_path / "metrics.parquet"
+    train(ModelConfig(**SMALL), tr, va, lr=LR, batch_size=BS, steps=300, val_every=100,
+          metrics_path=path, seed=0)
+    m = pd.read_parquet(path)
+    assert list(m["step"]) == [0, 100, 200, 300]
+    for col in ("val_loss", "val_loss_w", "val_loss_a", "val_loss_xyz", "val_loss_l",
+                "train_loss", "train_loss_w", "lr", "time_s"):
+        assert col in m.columns, col
+    v0, v1 = m["val_loss"].iloc[0], m["val_loss"].iloc[-1]
+    assert v1 < 0.9 * v0, f"validation loss {v0:.3f} -> {v1:.3f}"
+    # the total is the sum of its terms
+    terms = m[[f"val_loss_{k}" for k in ("w", "a", "xyz", "l")]].sum(axis=1)
+    np.testing.assert_allclose(m["val_loss"], terms, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_parameters(alex, tmp_path):
+    tr, va = alex
+    cfg = ModelConfig(**SMALL)
+    kw = dict(lr=LR, batch_size=BS, steps=14, val_every=4, ckpt_every=4, seed=3, keep_ckpts=2)
+    full = train(cfg, tr, va, ckpt_dir=tmp_path / "a", metrics_path=tmp_path / "a.parquet", **kw)
+    # "killed" after step 7: the checkpoint of step 4 is the newest one left
+    part = train(cfg, tr, va, ckpt_dir=tmp_path / "b", metrics_path=tmp_path / "b.parquet",
+                 stop_after=7, **kw)
+    assert CheckpointStore(tmp_path / "b").latest_step() == 4
+    assert _max_diff(part, full) > 1e-4  # the stopped run really is somewhere else
+    resumed = train(cfg, tr, va, ckpt_dir=tmp_path / "b", metrics_path=tmp_path / "b.parquet", **kw)
+    assert _max_diff(resumed, full) <= 1e-6
+    ma, mb = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
+    cols = [c for c in ma.columns if c != "time_s"]
+    pd.testing.assert_frame_equal(ma[cols], mb[cols], rtol=1e-6)
+    assert list(ma["step"]) == [0, 4, 8, 12, 14]
+    assert sorted(CheckpointStore(tmp_path / "b").manager.all_steps()) == [12, 14]  # keep 2
+
+    # checkpoints of another run (seed) in the same folder are discarded, not resumed
+    other = train(cfg, tr, va, ckpt_dir=tmp_path / "b", **dict(kw, seed=4, steps=4))
+    fresh = train(cfg, tr, va, **dict(kw, seed=4, steps=4))
+    assert _max_diff(other, fresh) <= 1e-6
+
+
+@pytest.mark.slow
+def test_dropout_draws_new_masks_each_step(alex, tmp_path):
+    """Training loss at a fixed state/batch depends on the step's dropout key only."""
+    from flax import nnx
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from crystalrl.train.checkpoint import build_model
+    from crystalrl.train.loop import _make_steps, _rng_tags, data_mesh
+    tr, _ = alex
+    model = build_model(ModelConfig(**SMALL), 0)
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    mesh = data_mesh()
+    train_step, _ = _make_steps(graphdef, _rng_tags(model), LR, 0.0, 1.0, mesh)
+    tx, _ = make_optimizer(LR)
+    p = params_of(model)
+    state = jax.device_put(dict(params=p, opt_state=tx.init(p), key=jax.random.key_data(jax.random.key(0))),
+                           NamedSharding(mesh, P()))
+    rest = jax.device_put(rest, NamedSharding(mesh, P()))
+    batch = {k: v[:BS].astype(np.float32 if k in ("L", "XYZ") else np.int32) for k, v in tr.items()}
+    losses = [float(train_step(state, rest, batch, np.int32(t))[1]["loss"]) for t in (0, 1, 0)]
+    assert losses[0] == losses[2]  # same key, same mask
+    assert losses[0] != losses[1]  # dropout is on in training
+
+
+@pytest.mark.slow
+def test_model_dir_roundtrip_and_fine_tuning_start(alex, tmp_path):
+    tr, va = alex
+    cfg = ModelConfig(**SMALL)
+    model = train(cfg, tr, va, lr=LR, batch_size=BS, steps=5, val_every=5,
+                  metrics_path=tmp_path / "base.parquet")
+    save_model(tmp_path / "model", model, cfg, {"note": "base"})
+    save_model(tmp_path / "model", model, cfg, {"note": "again"})  # replaces atomically
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model")]  # no temp left
+    loaded, cfg2 = load_model(tmp_path / "model")
+    assert cfg2 == cfg and _max_diff(loaded, model) == 0.0
+    assert json.loads((tmp_path / "model" / "meta.json").read_text())["note"] == "again"
+
+    # fine-tuning starts from the base parameters: its step-0 validation is the base's final one
+    ft_cfg = ModelConfig(**SMALL, dropout_rate=0.0)
+    train(ft_cfg, tr, va, lr=LR, batch_size=BS, steps=0, val_every=5, init_from=str(tmp_path / "model"),
+          metrics_path=tmp_path / "ft.parquet")
+    base_val = pd.read_parquet(tmp_path / "base.parquet")["val_loss"].iloc[-1]
+    assert pd.read_parquet(tmp_path / "ft.parquet")["val_loss"].iloc[0] == pytest.approx(base_val, rel=1e-6)
+    with pytest.raises(ValueError, match="num_layers"):
+        train(ModelConfig(**dict(SMALL, num_layers=3)), tr, va, lr=LR, batch_size=BS, steps=1,
+              init_from=str(tmp_path / "model"))
+    with pytest.raises(FileNotFoundError, match="not a crystalrl model directory"):
+        load_model(tmp_path)
+
+
+@pytest.mark.slow
+def test_pretrain_script_writes_model_and_metrics_then_sft(alex, tmp_path, repo_root):
+    from crystalrl.tokenizer import arrays_to_tokens_df
+    from crystalrl.io import write_parquet_atomic
+    sys.path.insert(0, str(repo_root / "workflow" / "scripts"))
+    import pretrain
+    tr, va = alex
+    write_parquet_atomic(arrays_to_tokens_df(tr, [f"t{i}" for i in range(320)]), tmp_path / "tr.parquet")
+    write_parquet_atomic(arrays_to_tokens_df(va), tmp_path / "va.parquet")
+
+    def snake(out, init=None, steps=6):
+        inp = dict(train_tokens=str(tmp_path / "tr.parquet"), val_tokens=str(tmp_path / "va.parquet"))
+        if init:
+            inp["init_model"] = init
+        return SimpleNamespace(
+            input=SimpleNamespace(**inp), threads=1, log=[str(tmp_path / f"{out}.log")],
+            output=SimpleNamespace(model=str(tmp_path / out), metrics=str(tmp_path / f"{out}.parquet")),
+            params=SimpleNamespace(model=SMALL, ckpt_dir=str(tmp_path / f"ckpt_{out}"),
+                                   train=dict(lr=LR, lr_decay=0.0, batch_size=BS, steps=steps,
+                                              val_every=3, ckpt_every=3, seed=0, clip_grad=1.0)))
+    pretrain.main(snake("base"))
+    model, cfg = load_model(tmp_path / "base")
+    assert cfg == ModelConfig(**SMALL)
+    assert list(pd.read_parquet(tmp_path / "base.parquet")["step"]) == [0, 3, 6]
+    assert "ETA" in (tmp_path / "base.log").read_text()
+    pretrain.main(snake("sft", init=str(tmp_path / "base"), steps=3))
+    meta = json.loads((tmp_path / "sft" / "meta.json").read_text())
+    assert meta["init_from"] == str(tmp_path / "base") and meta["step"] == 3
+    sft = pd.read_parquet(tmp_path / "sft.parquet")
+    base = pd.read_parquet(tmp_path / "base.parquet")
+    assert sft["val_loss"].iloc[0] == pytest.approx(base["val_loss"].iloc[-1], rel=1e-6)
+
+
+_DP_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from crystalrl.model.config import ModelConfig
+    from crystalrl.train import train
+    from crystalrl.train.checkpoint import params_of
+    assert len(jax.devices()) == 2, jax.devices()
+    z = np.load(sys.argv[1])
+    arr = {k: z[k] for k in ("G", "L", "XYZ", "A", "W")}
+    tr, va = {k: v[:320] for k, v in arr.items()}, {k: v[320:] for k, v in arr.items()}
+    cfg = ModelConfig(**json.loads(sys.argv[2]))
+    out = {}
+    for n in (1, 2):
+        path = f"{sys.argv[3]}/m{n}.parquet"
+        m = train(cfg, tr, va, lr=1e-3, batch_size=32, steps=6, val_every=2, seed=1,
+                  metrics_path=path, devices=jax.devices()[:n])
+        out[n] = params_of(m)
+    diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), out[1], out[2])))
+    try:
+        train(cfg, tr, va, lr=1e-3, batch_size=33, steps=1)
+        err = ""
+    except ValueError as e:
+        err = str(e)
+    print("RESULT", json.dumps(dict(param_diff=diff, err=err)))
+""")
+
+
+@pytest.mark.slow
+def test_data_parallel_on_two_devices_matches_one(shared_reference, tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _DP_SCRIPT, str(shared_reference / "crystalformer_logp_alex.npz"),
+                           json.dumps(SMALL), str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.split("RESULT", 1)[1])
+    m1, m2 = pd.read_parquet(tmp_path / "m1.parquet"), pd.read_parquet(tmp_path / "m2.parquet")
+    assert list(m1["step"]) == [0, 2, 4, 6]
+    for col in ("train_loss", "val_loss", "val_loss_w", "val_loss_xyz"):
+        np.testing.assert_allclose(m2[col].to_numpy(), m1[col].to_numpy(), rtol=2e-5, err_msg=col)
+    assert res["param_diff"] < 1e-5
+    assert "not a multiple of the 2 devices" in res["err"]
