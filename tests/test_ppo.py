@@ -38,7 +38,8 @@ def test_ppo_moves_toward_reward_and_beta_limits_kl():
     _, tied = _run(beta=5.0)
     start = free["reward_mean"].iloc[:3].mean()
     assert start < 0.05  # a random model puts ~1/118 of its sites on oxygen
-    assert free["reward_mean"].iloc[-3:].mean() > start + 0.2, free[["step", "reward_mean", "kl"]]
+    end = free["reward_mean"].iloc[-3:].mean()
+    assert end > start + 0.08 and end > 10 * start, free[["step", "reward_mean", "kl"]]
     # the KL to the base model stays finite, and a larger beta keeps the policy closer
     assert np.isfinite(free["kl"]).all() and np.isfinite(tied["kl"]).all()
     assert tied["kl"].iloc[-3:].mean() < 0.5 * free["kl"].iloc[-3:].mean()

@@ -33,6 +33,8 @@ def test_bad_reward_names_the_config_key(spec, match):
 
 
 class _FakeMLIP:
+    mp2020_corrected = False
+
     def __init__(self, e_per_atom):
         self.e = e_per_atom
 
@@ -41,7 +43,8 @@ class _FakeMLIP:
 
 
 class _FakeHull:
-    def e_above_hull(self, pair):
+    def e_above_hull(self, pair, apply_mp2020=True):
+        assert apply_mp2020  # the fake MLIP's energies are raw
         structures, energies = pair
         e = np.array([en / len(s) for s, en in zip(structures, energies)]) + 1.0
         e[[s.composition.reduced_formula == "MgO" for s in structures]] = np.nan  # "missing reference"

@@ -42,7 +42,9 @@ def ehull_reward(mlip, hull, *, clip: float = 10.0, batch_size: int = 64) -> Rew
         if idx.size:
             subset = [structures[i] for i in idx]
             energies = mlip.predict(subset, batch_size=batch_size)["energy"]
-            e, _status = hull.e_above_hull((subset, energies))
+            # CHGNet is trained on MP2020-corrected energies: correcting again would bias e_hull low
+            e, _status = hull.e_above_hull((subset, energies),
+                                           apply_mp2020=not getattr(mlip, "mp2020_corrected", False))
             e_hull[idx] = e
         valid = np.isfinite(e_hull)
         r = np.where(valid, -np.clip(np.nan_to_num(e_hull, nan=clip), -clip, clip), -clip)
