@@ -93,11 +93,14 @@ ALL_TARGETS = [
 ] + ([f"{R}/figures/dielectric_pareto.png"] if DIELECTRIC_RUNS else [])
 
 
+HULL_TABLE = f"{R}/hull/reference.parquet"
+
+
 def hull_input(wildcards=None):
-    """Files the hull reference needs (downloaded for `alexandria`)."""
+    """Files the hull reference needs: the converted Alexandria table, or the user's file."""
     h = config["hull"]
     if h["reference"] == "alexandria":
-        return [h["path"]]
+        return [HULL_TABLE]
     if h["reference"] != "mp_bundled":
         return [h["reference"]]
     return []
@@ -106,5 +109,5 @@ def hull_input(wildcards=None):
 def hull_params():
     h = dict(config["hull"])
     if h["reference"] == "alexandria":
-        h["reference"] = h["path"]
+        h["reference"] = HULL_TABLE
     return h

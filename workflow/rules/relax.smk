@@ -19,6 +19,25 @@ if config["hull"]["reference"] == "alexandria":
         script:
             "../scripts/download.py"
 
+    rule prepare_hull:
+        """Convert the hull file to a compact table once (seconds to load instead of minutes)."""
+        input:
+            config["hull"]["path"],
+        output:
+            HULL_TABLE,
+        params:
+            elemental_entries=config["hull"]["elemental_entries"],
+        resources:
+            mem_mb=32000,
+        log:
+            f"{LOGS}/prepare_hull.log",
+        benchmark:
+            f"{BENCH}/prepare_hull.tsv"
+        conda:
+            f"{ENVS}/data.yaml"
+        script:
+            "../scripts/prepare_hull.py"
+
 
 rule relax_chunk:
     """FIRE + FrechetCellFilter relaxation of one chunk; failures are marked, not fatal."""
