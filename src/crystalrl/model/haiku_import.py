@@ -96,7 +96,7 @@ def import_into(model, params: dict[str, np.ndarray], *, source: str = "params")
         if tuple(arr.shape) != tuple(var.shape):
             raise ValueError(f"{source}: {key} has shape {arr.shape}, model slot "
                              f"{'.'.join(map(str, path))} expects {tuple(var.shape)}")
-        var.value = jnp.asarray(arr, dtype=var.dtype)
+        var.set_value(jnp.asarray(arr, dtype=var.dtype))
 
 
 def load_haiku_params(path: str | os.PathLike, cfg: ModelConfig) -> nnx.State:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import i0e, logsumexp
+from flax import nnx
 from jax.scipy.stats import norm
 
 from crystalrl import wyckoff
@@ -149,3 +150,9 @@ def loss_fn(model, batch: dict, *, deterministic: bool) -> tuple[jax.Array, dict
                    deterministic=deterministic)
     aux = {"loss_" + k[5:]: -jnp.mean(v) for k, v in t.items()}
     return sum(aux.values()), aux
+
+
+@functools.partial(nnx.jit, static_argnames="deterministic")
+def logp_terms_jit(model, G, L, XYZ, A, W, *, deterministic: bool = True) -> dict:
+    """`logp_terms` compiled as one program (recompiles per batch shape / dtype)."""
+    return logp_terms(model, G, L, XYZ, A, W, deterministic=deterministic)
