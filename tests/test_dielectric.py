@@ -180,7 +180,7 @@ def trained(dfpt_path, tmp_path_factory):
         output=SimpleNamespace(eps_model=str(out / "models" / "eps"), gap_model=str(out / "models" / "gap"),
                                metrics=str(out / "metrics" / "dielectric.json")),
         params=SimpleNamespace(dielectric={"enabled": True, "data": str(dfpt_path), **FAST_CFG}),
-        log=[str(out / "train.log")], threads=2)
+        log=[str(out / "train.log")], threads=1)
     script.main(snakemake)
     return snakemake.output
 

@@ -100,7 +100,7 @@ class DielectricPredictor:
         status = []
         for i in range(n):
             reasons = [s for s in (st_e[i], st_e2[i]) if s != "ok"]
-            reasons += [f"band gap: {s}" for s in (st_g[i], st_g2[i]) if s != "ok"]
+            reasons += [f"band gap: {s}" for s in (st_g[i], st_g2[i]) if s not in ("ok", *reasons)]
             if not reasons and not np.isfinite(fom[i]):
                 reasons.append("non-finite prediction")
             status.append("; ".join(dict.fromkeys(reasons)) or "ok")
