@@ -255,3 +255,23 @@ def test_invalid_structures_give_nan_with_status(trained):
 def test_missing_model_dir_fails_fast(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a matgl model directory"):
         DielectricPredictor(tmp_path / "nope", tmp_path / "nope2")
+
+
+def test_pretrained_band_gap_dir_is_used_not_retrained(dfpt_path, tmp_path):
+    """A local band-gap model directory (stand-in for MEGNet-MP-2019.4.1-BandGap-mfi) is copied, not trained."""
+    from matgl.config import DEFAULT_ELEMENTS
+    from matgl.models import MEGNet
+
+    from crystalrl.dielectric import train_dielectric
+
+    torch.manual_seed(0)
+    MEGNet(element_types=DEFAULT_ELEMENTS, ntypes_state=5, dim_state_embedding=16,
+           include_state=True, cutoff=4.0).save(tmp_path / "mfi")
+    cfg = {"epochs": 1, "model": {"units": 8, "dim_node_embedding": 8, "dim_edge_embedding": 8, "nblocks": 1,
+                                  "cutoff": 4.0, "threebody_cutoff": 3.0},
+           "band_gap_pretrained": str(tmp_path / "mfi")}
+    m = train_dielectric(cfg, dfpt_path, tmp_path / "out")
+    assert m["band_gap"]["source"].startswith("pretrained")
+    assert "epochs_run" not in m["band_gap"]  # nothing was trained
+    assert (tmp_path / "out" / "gap_model" / "state.pt").read_bytes() == (tmp_path / "mfi" / "state.pt").read_bytes()
+    assert np.isfinite(m["band_gap"]["test_mae"])

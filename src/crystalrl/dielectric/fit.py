@@ -10,7 +10,6 @@ in physical units and `matgl.load_model(dir)` is all a user needs.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
@@ -57,10 +56,10 @@ def fold_scaling(model, mean_k: np.ndarray, scale: float) -> None:
 
 
 @torch.no_grad()
-def predict_graphs(model, graphs: list[Graph], batch_size: int = 64) -> np.ndarray:
+def predict_graphs(model, graphs: list[Graph], batch_size: int = 64, device="cpu") -> np.ndarray:
     """Raw model outputs (n, ntargets) for already-converted graphs."""
     model.eval()
-    outs = [forward_batch(model, graphs[i:i + batch_size]).numpy()
+    outs = [forward_batch(model, graphs[i:i + batch_size], device).cpu().numpy()
             for i in range(0, len(graphs), batch_size)]
     return np.concatenate(outs, axis=0).astype(float)
 
@@ -76,19 +75,22 @@ def fit(model, train: tuple[list[Graph], np.ndarray], val: tuple[list[Graph], np
         val_metric: Callable[[np.ndarray, np.ndarray], float],
         mean_k: np.ndarray, scale: float, lr_min_ratio: float = 0.01,
         max_seconds: float | None = None, ckpt_path: str | Path | None = None,
-        ckpt_key: str = "", log: logging.Logger | None = None) -> FitResult:
+        ckpt_key: str = "", log: logging.Logger | None = None, device="cpu") -> FitResult:
     """Train `model` in place on normalised targets with L1 loss; leave it at the best-val weights.
 
     `train`/`val` are (graphs, targets (n, k) in physical units). `val_metric(pred, y)`
     (physical units, lower is better) picks the best epoch. `ckpt_path` (optional)
     holds a resumable checkpoint, reused only when its `ckpt_key` (a hash of the
-    config) matches. After training the scaling is folded into the output layer.
+    config) matches. After training the scaling is folded into the output layer and
+    the model is back on the CPU.
     """
     log = log or log_
     graphs_tr, y_tr = train
     graphs_va, y_va = val
     mean_t = torch.as_tensor(np.asarray(mean_k, dtype=np.float32))
     yn_tr = (torch.as_tensor(y_tr, dtype=torch.float32).reshape(len(graphs_tr), -1) - mean_t) / scale
+    model.to(device)
+    yn_tr = yn_tr.to(device)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, eps=1e-8)
     steps_per_epoch = max(1, int(np.ceil(len(graphs_tr) / batch_size)))
@@ -96,10 +98,10 @@ def fit(model, train: tuple[list[Graph], np.ndarray], val: tuple[list[Graph], np
         optimizer, T_max=max(1, epochs * steps_per_epoch), eta_min=lr * lr_min_ratio)
 
     start_epoch, best_val, best_epoch, history = 0, float("inf"), -1, []
-    best_state = copy.deepcopy(model.state_dict())
+    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ckpt_path = Path(ckpt_path) if ckpt_path else None
     if ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location=device)
         if ckpt.get("key") == ckpt_key:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -119,20 +121,20 @@ def fit(model, train: tuple[list[Graph], np.ndarray], val: tuple[list[Graph], np
         losses = []
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            pred = forward_batch(model, [graphs_tr[j] for j in idx])
-            loss = torch.nn.functional.l1_loss(pred, yn_tr[idx])
+            pred = forward_batch(model, [graphs_tr[j] for j in idx], device)
+            loss = torch.nn.functional.l1_loss(pred, yn_tr[torch.as_tensor(idx, device=device)])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
-        pred_va = predict_graphs(model, graphs_va, batch_size) * scale + mean_t.numpy()
+        pred_va = predict_graphs(model, graphs_va, batch_size, device) * scale + mean_t.numpy()
         val = float(val_metric(pred_va, y_va))
         history.append({"epoch": epoch, "train_l1_normalised": float(np.mean(losses)), "val": val,
                         "seconds": round(time.perf_counter() - t0, 1)})
         if val < best_val:
             best_val, best_epoch = val, epoch
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         log.info("epoch %d/%d train L1 (normalised) %.4f  val %.4f  best %.4f @%d",
                  epoch + 1, epochs, np.mean(losses), val, best_val, best_epoch + 1)
         if ckpt_path is not None:
@@ -145,6 +147,7 @@ def fit(model, train: tuple[list[Graph], np.ndarray], val: tuple[list[Graph], np
             break
 
     model.load_state_dict(best_state)
+    model.cpu()
     fold_scaling(model, mean_k, scale)
     model.eval()
     return FitResult(best_epoch=best_epoch, best_val=best_val, epochs_run=epoch + 1,

@@ -82,7 +82,7 @@ def collate(graphs: list[Graph]) -> tuple[Batch, torch.Tensor]:
     return batch, lat_b33
 
 
-def state_for(model, n: int) -> torch.Tensor | None:
+def state_for(model, n: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
     """State input for a batch of n graphs.
 
     Multi-fidelity MEGNet (e.g. `MEGNet-MP-2019.4.1-BandGap-mfi`) embeds an integer
@@ -93,12 +93,20 @@ def state_for(model, n: int) -> torch.Tensor | None:
     if embedding is None or not getattr(embedding, "include_state", False):
         return None
     if getattr(embedding, "ntypes_state", None):
-        return torch.zeros(n, dtype=torch.long)
-    return torch.zeros(n, 2, dtype=torch.float32)  # Structure2Graph's default state
+        return torch.zeros(n, dtype=torch.long, device=device)
+    return torch.zeros(n, 2, dtype=torch.float32, device=device)  # Structure2Graph's default state
 
 
-def forward_batch(model, graphs: list[Graph]) -> torch.Tensor:
-    """Model output for a list of graphs, always shaped (B, ntargets)."""
+def forward_batch(model, graphs: list[Graph], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Model output for a list of graphs, always shaped (B, ntargets), on `device`."""
     batch, _ = collate(graphs)
-    out = model(batch, state_attr=state_for(model, len(graphs)))
+    batch = batch.to(device)
+    out = model(batch, state_attr=state_for(model, len(graphs), device))
     return out.reshape(len(graphs), -1)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """"cpu", "cuda", or "auto" (cuda when available)."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

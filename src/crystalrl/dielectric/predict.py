@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from crystalrl.dielectric.data import eps_from_voigt
-from crystalrl.dielectric.graphs import convert_many, forward_batch
+from crystalrl.dielectric.graphs import convert_many, forward_batch, resolve_device
 
 META_FILE = "crystalrl.json"
 
@@ -38,22 +38,22 @@ def read_meta(path: str | Path) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def _predict_outputs(model, graphs, batch_size: int) -> tuple[np.ndarray, list[str]]:
+def _predict_outputs(model, graphs, batch_size: int, device) -> tuple[np.ndarray, list[str]]:
     """(n, k) outputs for graphs (None -> NaN); a failing batch is retried one by one."""
     n = len(graphs)
-    out, status = None, ["ok"] * n
+    status = ["ok"] * n
     ok_idx = [i for i, g in enumerate(graphs) if g is not None]
     results: dict[int, np.ndarray] = {}
     with torch.no_grad():
         for start in range(0, len(ok_idx), batch_size):
             idx = ok_idx[start:start + batch_size]
             try:
-                res = forward_batch(model, [graphs[i] for i in idx]).numpy()
+                res = forward_batch(model, [graphs[i] for i in idx], device).cpu().numpy()
                 results.update(zip(idx, res))
             except Exception:  # isolate the structure that breaks the batch
                 for i in idx:
                     try:
-                        results[i] = forward_batch(model, [graphs[i]]).numpy()[0]
+                        results[i] = forward_batch(model, [graphs[i]], device).cpu().numpy()[0]
                     except Exception as exc:
                         status[i] = f"model failed: {exc}"
     k = next(iter(results.values())).shape[-1] if results else 1
@@ -68,11 +68,14 @@ class DielectricPredictor:
 
     `target` defaults to what the tensor model was trained on (its `crystalrl.json`).
     `clip_band_gap` maps negative predicted gaps (metals) to 0 so FoM is never negative.
+    `device`: "cpu", "cuda" or "auto".
     """
 
-    def __init__(self, eps_model_dir: str | Path, gap_model_dir: str | Path, clip_band_gap: bool = True):
-        self.eps_model = load_model_dir(eps_model_dir)
-        self.gap_model = load_model_dir(gap_model_dir)
+    def __init__(self, eps_model_dir: str | Path, gap_model_dir: str | Path, clip_band_gap: bool = True,
+                 device: str = "cpu"):
+        self.device = resolve_device(device)
+        self.eps_model = load_model_dir(eps_model_dir).to(self.device)
+        self.gap_model = load_model_dir(gap_model_dir).to(self.device)
         self.target = read_meta(eps_model_dir).get("target", "total")
         self.clip_band_gap = clip_band_gap
 
@@ -86,8 +89,8 @@ class DielectricPredictor:
         n = len(structures)
         eps_g, st_e = convert_many(structures, tuple(self.eps_model.element_types), float(self.eps_model.cutoff))
         gap_g, st_g = convert_many(structures, tuple(self.gap_model.element_types), float(self.gap_model.cutoff))
-        voigt_n6, st_e2 = _predict_outputs(self.eps_model, eps_g, batch_size)
-        gap_n1, st_g2 = _predict_outputs(self.gap_model, gap_g, batch_size)
+        voigt_n6, st_e2 = _predict_outputs(self.eps_model, eps_g, batch_size, self.device)
+        gap_n1, st_g2 = _predict_outputs(self.gap_model, gap_g, batch_size, self.device)
         if voigt_n6.shape[1] != 6:
             raise ValueError(f"the dielectric model returns {voigt_n6.shape[1]} values per structure, expected 6")
         eps = np.full(n, np.nan)

@@ -20,7 +20,8 @@ import torch
 
 from crystalrl.dielectric.data import VOIGT_ORDER, eps_from_voigt, load_dielectric_dataset
 from crystalrl.dielectric.fit import fit, predict_graphs
-from crystalrl.dielectric.graphs import convert_many
+from crystalrl.dielectric.graphs import convert_many, resolve_device
+from crystalrl.dielectric.predict import load_model_dir
 
 META_FILE = "crystalrl.json"
 
@@ -32,6 +33,7 @@ DEFAULTS: dict = {
     "batch_size": 64,                  # paper
     "lr": 1.0e-3,                      # paper 1e-4 (with ~7,000 rows and long training)
     "max_minutes": None,               # stop training after this wall time (None: no limit)
+    "device": "cpu",                   # "cpu", "cuda" or "auto"
     "model": {"units": 32, "dim_node_embedding": 32, "dim_edge_embedding": 32, "nblocks": 2,
               "cutoff": 5.0, "threebody_cutoff": 4.0, "max_n": 3, "max_l": 3},
     "band_gap": {
@@ -138,7 +140,8 @@ def train_eps_model(ds, graphs, cfg: dict, log: logging.Logger, ckpt_dir: Path |
               val_metric=lambda p, t: _mae(eps_from_voigt(p), eps_from_voigt(t)),
               max_seconds=None if cfg.get("max_minutes") is None else 60 * float(cfg["max_minutes"]),
               ckpt_path=None if ckpt_dir is None else ckpt_dir / "eps.pt",
-              ckpt_key=_key([cfg, "eps", len(ds)]), log=log)
+              ckpt_key=_key([{k: v for k, v in cfg.items() if k != "band_gap"}, "eps", ds.ids]),
+              log=log, device=resolve_device(cfg["device"]))
     pred_te = predict_graphs(model, [graphs[i] for i in te], int(cfg["batch_size"]))
     eps_te = eps_from_voigt(pred_te)
     metrics = {
@@ -157,7 +160,8 @@ def _gap_split(ds, graphs):
     return [np.array([i for i in ds.indices(s) if ok[i]]) for s in ("train", "val", "test")]
 
 
-def train_gap_model(ds, graphs, cfg: dict, seed: int, log: logging.Logger, ckpt_dir: Path | None):
+def train_gap_model(ds, graphs, cfg: dict, seed: int, log: logging.Logger, ckpt_dir: Path | None,
+                    device: str = "cpu"):
     """MEGNet (multi-fidelity layout, fidelity 0 = PBE) on the DFPT set's band gaps."""
     from matgl.config import DEFAULT_ELEMENTS
     from matgl.models import MEGNet
@@ -172,7 +176,7 @@ def train_gap_model(ds, graphs, cfg: dict, seed: int, log: logging.Logger, ckpt_
               val_metric=_mae,
               max_seconds=None if cfg.get("max_minutes") is None else 60 * float(cfg["max_minutes"]),
               ckpt_path=None if ckpt_dir is None else ckpt_dir / "gap.pt",
-              ckpt_key=_key([cfg, seed, "gap", len(ds)]), log=log)
+              ckpt_key=_key([cfg, seed, "gap", ds.ids]), log=log, device=resolve_device(device))
     metrics = {"source": "trained on the DFPT set's PBE band gaps", "val_mae": res.best_val,
                "best_epoch": res.best_epoch + 1, "epochs_run": res.epochs_run,
                "resumed_from_epoch": res.resumed_from_epoch, "train_seconds": round(res.seconds, 1),
@@ -227,9 +231,9 @@ def train_dielectric(cfg: dict | None, data_path: str | Path, out_dir: str | Pat
     gcfg = cfg["band_gap"]
     pretrained = gcfg.get("pretrained_path")
     gap_graphs_cutoff = float(gcfg["model"].get("cutoff", 4.0))
-    if pretrained and Path(pretrained, "model.json").exists():
-        import matgl
-        gap_model = matgl.load_model(Path(pretrained))
+    use_pretrained = bool(pretrained) and Path(pretrained, "model.json").exists()
+    if use_pretrained:
+        gap_model = load_model_dir(pretrained)
         gap_metrics = {"source": f"pretrained {pretrained}"}
         gap_graphs_cutoff = float(gap_model.cutoff)
     else:
@@ -243,7 +247,8 @@ def train_dielectric(cfg: dict | None, data_path: str | Path, out_dir: str | Pat
         log.warning("%d structures unusable for the band-gap model: %s", len(bad), list(bad.values())[:3])
         ds.band_gap_n[list(bad)] = np.nan
     if gap_model is None:
-        gap_model, gap_metrics = train_gap_model(ds, gap_graphs, gcfg, int(cfg["seed"]), log, ckpt)
+        gap_model, gap_metrics = train_gap_model(ds, gap_graphs, gcfg, int(cfg["seed"]), log, ckpt,
+                                                 cfg["device"])
     gap_metrics.update(evaluate_gap(gap_model, ds, gap_graphs, int(gcfg["batch_size"])))
     log.info("band gap test MAE %.3f eV vs mean baseline %.3f (median %.3f)", gap_metrics["test_mae"],
              gap_metrics["test_mae_mean_baseline"], gap_metrics["test_mae_median_baseline"])
@@ -259,7 +264,7 @@ def train_dielectric(cfg: dict | None, data_path: str | Path, out_dir: str | Pat
                                         "outputs": list(VOIGT_ORDER), "config": cfg,
                                         "metrics": short(eps_metrics)})
     gap_meta = {"kind": "band_gap", "state": "fidelity 0 (PBE)", "config": gcfg, "metrics": short(gap_metrics)}
-    if pretrained and "pretrained" in gap_metrics["source"]:
+    if use_pretrained:
         _copy_model_dir(Path(pretrained), gap_dir, gap_meta)
     else:
         save_model_dir(gap_model, gap_dir, gap_meta)
