@@ -145,3 +145,41 @@ def test_denormalize_lattice(shared_reference):
     # row 0: SG 25, five 1-fold sites -> N = 5; a = 2.37215 * 5^(1/3)
     np.testing.assert_allclose(out[0, :3], 2.37215 * 5 ** (1 / 3), atol=1e-4)
     np.testing.assert_allclose(out[0, 3:], 90.0, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_sample_workflow_script(small, tmp_path, repo_root):
+    """The thin script writes the contract's Parquet; rows are never dropped."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from crystalrl.train.checkpoint import save_model
+
+    cfg, params = small
+    model = create_model(cfg)
+    nnx.update(model, params)
+    save_model(tmp_path / "model", model, cfg)
+    pd.DataFrame({"G": [225, 225, 194, 62]}).to_parquet(tmp_path / "tokens.parquet")
+    spec = importlib.util.spec_from_file_location("sample_script", repo_root / "workflow/scripts/sample.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "samples" / "base" / "dist.parquet"
+    snake = SimpleNamespace(
+        input=SimpleNamespace(model=str(tmp_path / "model"), train_tokens=str(tmp_path / "tokens.parquet")),
+        output=SimpleNamespace(samples=str(out)), log=[str(tmp_path / "sample.log")], threads=1,
+        params=SimpleNamespace(model_name="base", sample=dict(
+            n_samples=20, spacegroups="train", batch_size=16, temperature=1.0, top_p=1.0,
+            seed=3, elements=["Na", "Cl"])))
+    script.main(snake)
+    df = pd.read_parquet(out)
+    assert list(df.columns) == ["sample_id", "G", "L", "XYZ", "A", "W", "cif", "logp",
+                                "n_atoms", "status", "seconds"]
+    assert len(df) == 20 and df["sample_id"].is_unique
+    assert set(df["G"]) <= {225, 194, 62}
+    assert all(set(a[a > 0]) <= {11, 17} for a in df["A"])
+    ok = df["status"] == "ok"
+    assert df.loc[ok, "cif"].notna().all() and df.loc[~ok, "cif"].isna().all()
+    assert set(df.loc[~ok, "status"].str.split(":").str[0]) <= {"invalid_lattice", "decode_failed"}
+    assert np.isfinite(df["logp"]).all() and (df["seconds"] > 0).all()

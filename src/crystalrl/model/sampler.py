@@ -248,3 +248,74 @@ def denormalize_lattice(G, L, W) -> np.ndarray:
     W = np.asarray(W, np.int64).reshape(G.size, -1)
     N = wyckoff.mult_table()[G[:, None] - 1, W].sum(-1).astype(np.float64)
     return np.concatenate([L[:, :3] * np.cbrt(N)[:, None], np.degrees(L[:, 3:])], axis=1)
+
+
+# ---------------------------------------------------------------------- workflow stage
+def spacegroups_for(spec, n_samples: int, train_G, rng: np.random.Generator) -> np.ndarray:
+    """"train": n_samples groups drawn from the training histogram (as the public
+    RL code); a list of ints: n_samples of each group, in order."""
+    if isinstance(spec, str):
+        if spec != "train":
+            raise ValueError(f"sample.spacegroups must be 'train' or a list of ints, got {spec!r}")
+        counts = np.bincount(np.asarray(train_G, np.int64), minlength=231)[1:]
+        if counts.sum() == 0:
+            raise ValueError("sample.spacegroups='train' but the training tokens are empty")
+        return rng.choice(np.arange(1, 231), size=n_samples, p=counts / counts.sum()).astype(np.int32)
+    groups = [int(g) for g in spec]
+    if not groups or any(not 1 <= g <= 230 for g in groups):
+        raise ValueError(f"sample.spacegroups must be space groups 1..230, got {spec!r}")
+    return np.repeat(np.asarray(groups, np.int32), n_samples)
+
+
+def run_sample(model_dir, train_tokens, out_path, params: dict, model_name: str, log=None) -> None:
+    """Rule `sample`: draw crystals from the model at `model_dir`, decode them to
+    CIF and write `samples/{model}/{set}.parquet` (schema in docs/contracts.md).
+
+    Rows never disappear: a non-physical lattice gets status 'invalid_lattice'
+    and a failed decode 'decode_failed: <reason>' (cif null)."""
+    import time
+
+    import pandas as pd
+
+    from crystalrl.io import get_logger, write_parquet_atomic
+    from crystalrl.tokenizer import decode_many
+    from crystalrl.train.checkpoint import load_model
+
+    logger = get_logger("crystalrl.sample", log)
+    model, cfg = load_model(model_dir)
+    train_G = pd.read_parquet(train_tokens, columns=["G"])["G"].to_numpy()
+    seed = int(params.get("seed", 0))
+    G = spacegroups_for(params.get("spacegroups", "train"), int(params["n_samples"]), train_G,
+                        np.random.default_rng(seed))
+    mask = None if params.get("elements") is None else element_mask(params["elements"], cfg)
+    bs = int(params.get("batch_size", 1000))
+    key = jax.random.key(seed)
+    parts = []
+    for start in range(0, G.size, bs):
+        t0 = time.perf_counter()
+        s = sample(model, jax.random.fold_in(key, start // bs), G[start:start + bs],
+                   temperature=float(params.get("temperature", 1.0)),
+                   top_p=float(params.get("top_p", 1.0)), atom_mask=mask)
+        s["seconds"] = np.full(len(s["G"]), (time.perf_counter() - t0) / len(s["G"]))
+        parts.append(s)
+        logger.info("%s: sampled %d / %d", model_name, start + len(s["G"]), G.size)
+    s = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    structures, reasons = decode_many(s["G"], s["L"], s["XYZ"], s["A"], s["W"])
+    status = np.where(s["valid_lattice"], "ok", "invalid_lattice").astype(object)
+    for i, r in enumerate(reasons):
+        if r is not None and status[i] == "ok":
+            status[i] = f"decode_failed: {r}"
+    B = len(G)
+    df = pd.DataFrame({
+        "sample_id": [f"{model_name}-{i:06d}" for i in range(B)],
+        "G": s["G"].astype(np.int64),
+        "L": list(s["L"].astype(np.float64)),
+        "XYZ": list(s["XYZ"].reshape(B, -1).astype(np.float64)),
+        "A": list(s["A"].astype(np.int64)), "W": list(s["W"].astype(np.int64)),
+        "cif": [None if st is None else st.to(fmt="cif") for st in structures],
+        "logp": s["logp"].astype(np.float64), "n_atoms": s["n_atoms"].astype(np.int64),
+        "status": status.astype(str), "seconds": s["seconds"],
+    })
+    write_parquet_atomic(df, out_path)
+    logger.info("%s: wrote %d samples (%d ok) to %s", model_name, B, (df["status"] == "ok").sum(),
+                out_path)
