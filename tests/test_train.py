@@ -31,10 +31,15 @@ KEYS = ("G", "L", "XYZ", "A", "W")
 
 @pytest.fixture(scope="module")
 def alex(shared_reference):
-    """The 400 tokenized Alexandria structures: 320 train / 80 val rows."""
-    z = np.load(shared_reference / "crystalformer_logp_alex.npz")
-    arr = {k: z[k] for k in KEYS}
-    return {k: v[:320] for k, v in arr.items()}, {k: v[320:] for k, v in arr.items()}
+    """The 400 tokenized Alexandria structures, seeded split 320 train / 80 val rows
+    (the file is ordered: its last rows are all space group 123)."""
+    return _split(shared_reference / "crystalformer_logp_alex.npz")
+
+
+def _split(path):
+    z = np.load(path)
+    perm = np.random.default_rng(0).permutation(len(z["G"]))
+    return tuple({k: z[k][idx] for k in KEYS} for idx in (perm[:320], perm[320:]))
 
 
 def _max_diff(m1, m2) -> float:
@@ -95,15 +100,18 @@ def test_optimizer_is_clipped_adam_with_public_schedule():
 def test_pretraining_lowers_validation_loss(alex, tmp_path):
     tr, va = alex
     path = tmp_path / "metrics.parquet"
-    train(ModelConfig(**SMALL), tr, va, lr=LR, batch_size=BS, steps=300, val_every=100,
+    train(ModelConfig(**SMALL), tr, va, lr=LR, batch_size=BS, steps=150, val_every=50,
           metrics_path=path, seed=0)
     m = pd.read_parquet(path)
-    assert list(m["step"]) == [0, 100, 200, 300]
+    assert list(m["step"]) == [0, 50, 100, 150]
     for col in ("val_loss", "val_loss_w", "val_loss_a", "val_loss_xyz", "val_loss_l",
                 "train_loss", "train_loss_w", "lr", "time_s"):
         assert col in m.columns, col
     v0, v1 = m["val_loss"].iloc[0], m["val_loss"].iloc[-1]
-    assert v1 < 0.9 * v0, f"validation loss {v0:.3f} -> {v1:.3f}"
+    assert v1 < 0.75 * v0, f"validation loss {v0:.3f} -> {v1:.3f}"
+    for term in ("w", "a", "l"):  # the large terms all learn (xyz is < 1 nat here: few free coords)
+        assert m[f"val_loss_{term}"].iloc[-1] < m[f"val_loss_{term}"].iloc[0], term
+    assert np.isfinite(m["val_loss_xyz"]).all() and (m["val_loss_xyz"] > 0).all()
     # the total is the sum of its terms
     terms = m[[f"val_loss_{k}" for k in ("w", "a", "xyz", "l")]].sum(axis=1)
     np.testing.assert_allclose(m["val_loss"], terms, rtol=1e-5)
@@ -152,7 +160,8 @@ def test_dropout_draws_new_masks_each_step(alex, tmp_path):
     state = jax.device_put(dict(params=p, opt_state=tx.init(p), key=jax.random.key_data(jax.random.key(0))),
                            NamedSharding(mesh, P()))
     rest = jax.device_put(rest, NamedSharding(mesh, P()))
-    batch = {k: v[:BS].astype(np.float32 if k in ("L", "XYZ") else np.int32) for k, v in tr.items()}
+    batch = jax.device_put({k: v[:BS].astype(np.float32 if k in ("L", "XYZ") else np.int32)
+                            for k, v in tr.items()}, NamedSharding(mesh, P("data")))
     losses = [float(train_step(state, rest, batch, np.int32(t))[1]["loss"]) for t in (0, 1, 0)]
     assert losses[0] == losses[2]  # same key, same mask
     assert losses[0] != losses[1]  # dropout is on in training
@@ -224,9 +233,9 @@ _DP_SCRIPT = textwrap.dedent("""
     from crystalrl.train import train
     from crystalrl.train.checkpoint import params_of
     assert len(jax.devices()) == 2, jax.devices()
-    z = np.load(sys.argv[1])
-    arr = {k: z[k] for k in ("G", "L", "XYZ", "A", "W")}
-    tr, va = {k: v[:320] for k, v in arr.items()}, {k: v[320:] for k, v in arr.items()}
+    sys.path.insert(0, sys.argv[4])
+    from test_train import _split
+    tr, va = _split(sys.argv[1])
     cfg = ModelConfig(**json.loads(sys.argv[2]))
     out = {}
     for n in (1, 2):
@@ -245,10 +254,10 @@ _DP_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_data_parallel_on_two_devices_matches_one(shared_reference, tmp_path):
+def test_data_parallel_on_two_devices_matches_one(shared_reference, tmp_path, repo_root):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", _DP_SCRIPT, str(shared_reference / "crystalformer_logp_alex.npz"),
-                           json.dumps(SMALL), str(tmp_path)], env=env, capture_output=True, text=True,
+                           json.dumps(SMALL), str(tmp_path), str(repo_root / "tests")], env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.split("RESULT", 1)[1])
