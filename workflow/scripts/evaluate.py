@@ -1,5 +1,4 @@
 """Snakemake script for rule `evaluate`: per-sample validity, e_hull, stable, unique, novel, S.U.N."""
-from __future__ import annotations
 
 import pandas as pd
 

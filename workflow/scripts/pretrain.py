@@ -5,7 +5,6 @@ output: model (directory, via save_model), metrics (Parquet)
 params: model (dict -> ModelConfig), train (dict: lr, lr_decay, batch_size, steps or
 epochs, val_every, ckpt_every, seed, clip_grad, keep_ckpts), ckpt_dir (str, not an output)
 """
-from __future__ import annotations
 
 
 def main(snakemake) -> None:

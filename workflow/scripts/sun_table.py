@@ -1,5 +1,4 @@
 """Snakemake script for rule `sun_table`: a row per (model, space group) plus total rows, as CSV."""
-from __future__ import annotations
 
 from crystalrl.evaluate.sun import sun_table_from_files
 from crystalrl.io import get_logger, set_threads, write_text_atomic
