@@ -1,7 +1,6 @@
 """Dielectric models: DFPT data cleaning, training on the real set, FoM on real structures."""
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 from pathlib import Path
@@ -166,8 +165,6 @@ def test_fit_learns_and_resumes_from_checkpoint(tmp_path):
 def trained(dfpt_path, tmp_path_factory):
     """Run the workflow script on the real DFPT set with a small, fast config."""
     import importlib.util
-
-    from crystalrl.dielectric.train import DEFAULTS  # noqa: F401  (import check)
 
     repo = Path(__file__).resolve().parents[1]
     spec = importlib.util.spec_from_file_location("train_dielectric_script",
