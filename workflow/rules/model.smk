@@ -6,12 +6,13 @@ rule pretrain:
     input:
         train_tokens=f"{R}/data/tokens_train.parquet",
         val_tokens=f"{R}/data/tokens_val.parquet",
+        init_model=[config["pretrain"]["init_from"]] if config["pretrain"]["init_from"] else [],
     output:
         model=directory(f"{R}/models/base"),
         metrics=f"{R}/metrics/pretrain_base.parquet",
     params:
         model=model_params(),
-        train=config["pretrain"],
+        train={k: v for k, v in config["pretrain"].items() if k != "init_from"},
         ckpt_dir=f"{R}/checkpoints/base",
     threads: threads_for("train")
     resources:
