@@ -267,3 +267,16 @@ def test_data_parallel_on_two_devices_matches_one(shared_reference, tmp_path, re
         np.testing.assert_allclose(m2[col].to_numpy(), m1[col].to_numpy(), rtol=2e-5, err_msg=col)
     assert res["param_diff"] < 1e-5
     assert "not a multiple of the 2 devices" in res["err"]
+
+
+def test_load_model_reads_public_haiku_params(shared_reference):
+    """A public-code checkpoint loads through load_model(path, cfg) (as init_from does)."""
+    cfg = ModelConfig.from_dict(json.loads((shared_reference / "crystalformer_small_config.json").read_text()))
+    z = np.load(shared_reference / "crystalformer_small_params.npz")
+    model, cfg2 = load_model(shared_reference / "crystalformer_small_params.npz", cfg=cfg)
+    assert cfg2 == cfg
+    np.testing.assert_array_equal(np.asarray(model.head.kernel.value), z["transformer/~/linear_15/w"]
+                                  if "transformer/~/linear_15/w" in z.files
+                                  else z[next(k for k in z.files if k.endswith("linear_15/w"))])
+    with pytest.raises(ValueError, match="has no config"):
+        load_model(shared_reference / "crystalformer_small_params.npz")

@@ -171,7 +171,7 @@ def _initial_state(cfg_model, seed, init_from, tx):
     """(graphdef, rest, rng tags, state dict) of a fresh or `init_from` model."""
     model = build_model(cfg_model, seed)
     if init_from:
-        base, base_cfg = load_model(init_from)
+        base, base_cfg = load_model(init_from, cfg=cfg_model)  # cfg used for Haiku files only
         _check_init_cfg(cfg_model, base_cfg, init_from)
         set_params(model, params_of(base))
     tags = _rng_tags(model)
@@ -195,7 +195,8 @@ def train(cfg_model, train_arrays: dict, val_arrays: dict, *, lr: float, lr_deca
     `ckpt_dir`: resumable Orbax checkpoints every `ckpt_every` steps and at the end; a
     run finds the newest one there and continues from it (checkpoints of another
     config, data set or optimizer setting are discarded with a warning). `init_from`:
-    a model directory (see `save_model`) whose parameters start the run (fine-tuning,
+    a model directory (see `save_model`) or a public CrystalFormer Haiku checkpoint
+    (`.pkl`/`.npz`, read with `cfg_model`) whose parameters start the run (fine-tuning,
     SFT); only the dropout rates may differ from `cfg_model`. `stop_after`: stop after
     that many steps as if killed (no extra checkpoint; for tests). `devices`: the
     devices of the data-parallel mesh (default: all local devices).
