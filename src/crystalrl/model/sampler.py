@@ -80,6 +80,13 @@ def _project(op0_b34, xyz_b3):
     return y - jnp.floor(y)
 
 
+# ---------------------------------------------------------------------- cache stages
+def cache_stages(seq_len: int, n_stages: int = 3) -> list[int]:
+    """Cache lengths of the successive loop stages (multiples of 5 tokens, last = seq_len)."""
+    sites = -(-seq_len // 5)
+    return sorted({5 * -(-sites * (k + 1) // n_stages) for k in range(n_stages)} | {seq_len})
+
+
 # ---------------------------------------------------------------------- the loop
 @functools.partial(jax.jit, static_argnames=("graphdef", "use_top_p"))
 def _sample_chunk(graphdef, state, key, G_b, atom_mask_na, temperature, top_p, *, use_top_p):
@@ -138,20 +145,29 @@ def _sample_chunk(graphdef, state, key, G_b, atom_mask_na, temperature, top_p, *
     def token(carry):
         c, h_bm = carry
         key, k = jax.random.split(c["key"])
-        out, cache = model.step(h_bm, c["cache"], c["t"])
-        c, h_next = jax.lax.switch(jnp.asarray(BRANCH_OF_TOKEN)[c["t"] % 5], branches, dict(c, cache=cache, key=key), k, out)
-        return dict(c, t=c["t"] + 1), h_next.astype(dtype)
+        out, cache = model.step(h_bm, c.pop("cache"), c["t"])
+        # the cache stays outside the switch: passing it through a conditional copies it
+        c, h_next = jax.lax.switch(jnp.asarray(BRANCH_OF_TOKEN)[c["t"] % 5], branches,
+                                   dict(c, key=key), k, out)
+        return dict(c, cache=cache, t=c["t"] + 1), h_next.astype(dtype)
 
     zeros = jnp.zeros((B,), dtype)
     c0 = dict(
-        t=jnp.array(0), i=jnp.array(0), key=key, cache=model.init_cache(B, dtype),
+        t=jnp.array(0), i=jnp.array(0), key=key,
+        cache=model.init_cache(B, dtype, length=cache_stages(cfg.seq_len)[0]),
         done=jnp.zeros((B,), bool), W=jnp.zeros((B, n), jnp.int32), A=jnp.zeros((B, n), jnp.int32),
         XYZ=jnp.zeros((B, n, 3), dtype), L=jnp.zeros((B, 6), dtype),
         logp_w=zeros, logp_a=zeros, logp_xyz=zeros, logp_l=zeros)
     k0, c0["key"] = jax.random.split(key)
     c0, h0 = draw_w(c0, k0, lk.first_w_logprob(model.first_w_logits(G_b).astype(dtype), G_b))
-    c, _ = jax.lax.while_loop(lambda ch: (ch[0]["t"] < 5 * n) & ~jnp.all(ch[0]["done"]),
-                              token, (c0, h0.astype(dtype)))
+    # Attention reads the whole cache every step, and reading it is the cost, so the
+    # cache grows in stages: positions beyond `end` are neither stored nor read.
+    carry = (c0, h0.astype(dtype))
+    for end in cache_stages(cfg.seq_len):
+        carry[0]["cache"] = model.grow_cache(carry[0]["cache"], end)
+        carry = jax.lax.while_loop(
+            lambda ch, end=end: (ch[0]["t"] < end) & ~jnp.all(ch[0]["done"]), token, carry)
+    c = carry[0]
     return {k: c[k] for k in ("W", "A", "XYZ", "L", "logp_w", "logp_a", "logp_xyz", "logp_l")}
 
 

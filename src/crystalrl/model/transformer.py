@@ -92,12 +92,19 @@ class CrystalFormer(nnx.Module):
         return jnp.concatenate([h0[:, None, :].astype(out_bTo.dtype), out_bTo], axis=1)
 
     # ------------------------------------------------------------------ incremental decoding
-    def init_cache(self, batch: int, dtype=jnp.float32) -> list[dict]:
-        """Empty key/value cache: per layer k, v of shape (B, H, 5*n_max, key_size)."""
+    def init_cache(self, batch: int, dtype=jnp.float32, length: int | None = None) -> list[dict]:
+        """Empty key/value cache: per layer k, v of shape (B, H, length, key_size);
+        `length` defaults to 5*n_max (a shorter cache can be grown with `grow_cache`)."""
         c = self.cfg
-        shape = (batch, c.num_heads, c.seq_len, c.key_size)
+        shape = (batch, c.num_heads, length or c.seq_len, c.key_size)
         return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
                 for _ in range(c.num_layers)]
+
+    @staticmethod
+    def grow_cache(cache: list[dict], length: int) -> list[dict]:
+        """Zero-pad every k, v along the position axis to `length`."""
+        return [{k: jnp.pad(v, ((0, 0), (0, 0), (0, length - v.shape[2]), (0, 0)))
+                 for k, v in layer.items()} for layer in cache]
 
     def step(self, h_bm: jax.Array, cache: list[dict], pos: jax.Array
              ) -> tuple[jax.Array, list[dict]]:
