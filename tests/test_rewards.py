@@ -69,3 +69,15 @@ def test_fom_reward_uses_dummy_for_failures():
 
     res = dielectric_fom_reward(P(), dummy=0.0)([_nacl(), _mgo(), None])
     assert res.reward.tolist() == [6.0, 0.0, 0.0] and res.valid.tolist() == [True, False, False]
+
+
+def test_ehull_reward_does_not_score_overlapping_atoms():
+    broken = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.01, 0, 0]])  # 0.05 A apart
+
+    class Strict(_FakeMLIP):
+        def predict(self, structures, batch_size=64):
+            assert all(len(s) == 8 for s in structures), "an invalid structure reached the MLIP"
+            return super().predict(structures, batch_size)
+
+    res = ehull_reward(Strict({"NaCl": -0.9}), _FakeHull(), clip=10.0)([broken, _nacl()])
+    assert res.reward.tolist() == [-10.0, pytest.approx(-0.1)] and res.valid.tolist() == [False, True]

@@ -3,8 +3,9 @@
 Named in config (`ppo.reward`):
 - `ehull`: minus the energy above the convex hull of the structure as generated
   (MLIP single point + MP2020 corrections + hull), clipped to [-clip, clip] as the
-  paper's code does; a structure that could not be decoded or scored gets the worst
-  value, -clip, and is counted.
+  paper's code does; a structure that could not be decoded, has atoms closer than
+  0.5 A (structurally invalid), or could not be scored gets the worst value, -clip,
+  and is counted.
 - `dielectric_fom`: band gap x total dielectric constant (matgl models); failures get 0.
 - `module:function`: a user's callable `f(structures: list[Structure | None]) -> array`
   (None marks a sample that could not be decoded), imported from `module`.
@@ -17,6 +18,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from pymatgen.core import Structure
+
+from crystalrl.evaluate.validity import structure_validity
 
 
 @dataclass
@@ -36,7 +39,9 @@ def ehull_reward(mlip, hull, *, clip: float = 10.0, batch_size: int = 64) -> Rew
 
     def reward(structures):
         n = len(structures)
-        ok = np.array([s is not None for s in structures])
+        # Overlapping atoms (< 0.5 A) make MLIP energies meaningless and their neighbour
+        # lists explode (minutes per structure): they get the worst reward unscored.
+        ok = np.array([s is not None and structure_validity(s)[0] for s in structures])
         e_hull = np.full(n, np.nan)
         idx = np.flatnonzero(ok)
         if idx.size:
