@@ -1,6 +1,7 @@
 """The README's demo end to end: every offline stage, figures and tables, reruns."""
 from __future__ import annotations
 
+import os
 import time
 
 import pandas as pd
@@ -12,6 +13,11 @@ from test_workflow import make_workdir, planned_jobs, snakemake
 
 FIGURES = ["pretrain_loss.png", "ppo_curves.png", "ehull_hist.png", "sun_per_spacegroup.png"]
 TABLES = ["overall", "sun_by_spacegroup", "validity"]
+
+# The full demo takes longer than CI's budget allows on 2 cores today (see issue 6):
+# run it on demand until it is under 15 minutes.
+pytestmark = pytest.mark.skipif(os.environ.get("CRYSTALRL_DEMO_TEST") != "1",
+                                reason="full demo run: set CRYSTALRL_DEMO_TEST=1 (takes > 15 min on 2 cores)")
 
 
 @pytest.mark.slow
