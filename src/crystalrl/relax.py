@@ -96,22 +96,26 @@ def relax_structures(mlip: MLIP, structures: Sequence[Structure | None], *, fmax
     """
     guards = guards or Guards()
     n = len(structures)
-    init = mlip.predict(structures, batch_size=batch_size, properties=("energy",))
+    atoms_list = [None if s is None else AseAtomsAdaptor.get_atoms(s) for s in structures]
+    d_min = [np.inf if a is None else min_distance(a) for a in atoms_list]
+    # Overlapping atoms (common in samples of a weak model) blow up MLIP neighbour lists:
+    # minutes and gigabytes per batch. They are failed before the MLIP sees them.
+    sendable = [s if d >= guards.min_distance else None for s, d in zip(structures, d_min)]
+    init = mlip.predict(sendable, batch_size=batch_size, properties=("energy",))
     rows = []
     calc = mlip.calculator()
-    for i, s in enumerate(structures):
+    for i, (s, atoms, d) in enumerate(zip(structures, atoms_list, d_min)):
         t0 = time.perf_counter()
         row = {"energy_initial": np.nan, "energy_final": np.nan, "cif_relaxed": None,
                "converged": False, "steps": 0, "status": "ok"}
         if s is None:
             row["status"] = "failed: no structure"
+        elif d < guards.min_distance:
+            row["status"] = f"failed: atoms closer than {guards.min_distance} Å ({d:.2f} Å) before relaxing"
         else:
             row["energy_initial"] = init["energy"][i] / len(s)
-            atoms = AseAtomsAdaptor.get_atoms(s)
             if init["error"][i]:
                 row["status"] = f"failed: {init['error'][i]}"
-            elif (d := min_distance(atoms)) < guards.min_distance:
-                row["status"] = f"failed: atoms closer than {guards.min_distance} Å ({d:.2f} Å) before relaxing"
             else:
                 atoms.calc = calc
                 try:
