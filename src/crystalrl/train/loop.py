@@ -206,7 +206,14 @@ def train(cfg_model, train_arrays: dict, val_arrays: dict, *, lr: float, lr_deca
     dims = dict(n_max=cfg_model.n_max, atom_types=cfg_model.atom_types, wyck_types=cfg_model.wyck_types)
     train_arrays, rej_t = clean_arrays(train_arrays, **dims, name="train", ids=train_ids, log=log)
     val_arrays, rej_v = clean_arrays(val_arrays, **dims, name="val", ids=val_ids, log=log)
-    order = DataOrder(len(train_arrays["G"]), batch_size, seed)
+    n_train = len(train_arrays["G"])
+    if 0 < n_train < batch_size:
+        # SFT on few stable samples: full-batch steps rather than no fine-tuning at all
+        n_dev = len(jax.devices()) if devices is None else len(devices)
+        smaller = max(n_train // n_dev * n_dev, n_dev)
+        log.warning("batch_size %d is larger than the training set (%d rows): using %d", batch_size, n_train, smaller)
+        batch_size = smaller
+    order = DataOrder(n_train, batch_size, seed)
     if steps is None:
         if epochs is None:
             raise ValueError("train: give steps or epochs")
