@@ -35,6 +35,26 @@ def empty_prediction(structures: Sequence[Structure | None]) -> dict:
     }
 
 
+def convert_graphs(structures: Sequence[Structure | None], convert: Callable) -> tuple[dict, dict[int, object]]:
+    """An empty prediction and the backend graph of every structure that converts.
+
+    A structure that fails `basic_check` or the conversion gets its reason in
+    `out["error"]` and no graph, so the batch goes on without it.
+    """
+    out = empty_prediction(structures)
+    graphs: dict[int, object] = {}
+    for i, s in enumerate(structures):
+        reason = basic_check(s)
+        if reason:
+            out["error"][i] = reason
+            continue
+        try:
+            graphs[i] = convert(s)
+        except Exception as exc:  # noqa: BLE001 - one structure must not stop the batch
+            out["error"][i] = f"graph construction failed: {type(exc).__name__}: {exc}"
+    return out, graphs
+
+
 def run_batches(idx: Sequence[int], batch_size: int, fn: Callable[[list[int]], None],
                 errors: list, name: str) -> None:
     """Call `fn(batch_indices)` per batch; on failure retry one by one.

@@ -7,7 +7,7 @@ import numpy as np
 from ase import units
 from pymatgen.core import Structure
 
-from .base import ALL_PROPERTIES, MLIP, basic_check, empty_prediction, run_batches
+from .base import ALL_PROPERTIES, MLIP, convert_graphs, run_batches
 
 
 class CHGNetMLIP(MLIP):
@@ -42,17 +42,7 @@ class CHGNetMLIP(MLIP):
         """Batched CHGNet single points via `predict_graph`; CHGNet's e is eV/atom."""
         task = "e" + ("f" if "forces" in properties else "") + ("s" if "stress" in properties else "")
         task = "efs" if task == "es" else task  # CHGNet has no "es" task
-        out = empty_prediction(structures)
-        graphs: dict[int, object] = {}
-        for i, s in enumerate(structures):
-            reason = basic_check(s)
-            if reason:
-                out["error"][i] = reason
-                continue
-            try:
-                graphs[i] = self.model.graph_converter(s)
-            except Exception as exc:  # noqa: BLE001
-                out["error"][i] = f"graph construction failed: {type(exc).__name__}: {exc}"
+        out, graphs = convert_graphs(structures, self.model.graph_converter)
 
         def _run(batch: list[int]) -> None:
             preds = self.model.predict_graph([graphs[i] for i in batch], task=task,

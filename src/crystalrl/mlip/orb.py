@@ -15,7 +15,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from .base import ALL_PROPERTIES, MLIP, basic_check, empty_prediction, run_batches
+from .base import ALL_PROPERTIES, MLIP, convert_graphs, run_batches
 
 
 def orb_model_names() -> list[str]:
@@ -65,17 +65,7 @@ class OrbMLIP(MLIP):
         """
         from orb_models.forcefield.base import batch_graphs
 
-        out = empty_prediction(structures)
-        graphs: dict[int, object] = {}
-        for i, s in enumerate(structures):
-            reason = basic_check(s)
-            if reason:
-                out["error"][i] = reason
-                continue
-            try:
-                graphs[i] = self._graph(s)
-            except Exception as exc:  # noqa: BLE001
-                out["error"][i] = f"graph construction failed: {type(exc).__name__}: {exc}"
+        out, graphs = convert_graphs(structures, self._graph)
 
         def _run(batch: list[int]) -> None:
             g = batch_graphs([graphs[i] for i in batch]).to(self.device)
