@@ -136,6 +136,13 @@ def test_killed_run_resumes_to_the_same_parameters(alex, tmp_path):
     assert list(ma["step"]) == [0, 4, 8, 12, 14]
     assert sorted(CheckpointStore(tmp_path / "b").manager.all_steps()) == [12, 14]  # keep 2
 
+    # asking for fewer steps than the checkpoints hold gives the shorter run, not the longer one
+    shorter = train(cfg, tr, va, ckpt_dir=tmp_path / "a", metrics_path=tmp_path / "a12.parquet",
+                    **dict(kw, steps=12))
+    assert _max_diff(shorter, train(cfg, tr, va, **dict(kw, steps=12))) <= 1e-6
+    assert _max_diff(shorter, full) > 1e-4
+    assert pd.read_parquet(tmp_path / "a12.parquet")["step"].max() == 12
+
     # checkpoints of another run (seed) in the same folder are discarded, not resumed
     other = train(cfg, tr, va, ckpt_dir=tmp_path / "b", **dict(kw, seed=4, steps=4))
     fresh = train(cfg, tr, va, **dict(kw, seed=4, steps=4))

@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from crystalrl.dielectric.data import VOIGT_ORDER, eps_from_voigt, load_dielectr
 from crystalrl.dielectric.fit import fit, predict_graphs
 from crystalrl.dielectric.graphs import convert_many, resolve_device
 from crystalrl.dielectric.predict import load_model_dir
+from crystalrl.io import atomic_dir
 
 META_FILE = "crystalrl.json"
 
@@ -80,34 +79,17 @@ def _key(obj) -> str:
 
 
 def save_model_dir(model, path: str | Path, meta: dict) -> None:
-    """Write a matgl model directory atomically (temp dir + rename) with a `crystalrl.json`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    """Write a matgl model directory atomically with a `crystalrl.json`."""
+    with atomic_dir(path) as tmp:
         model.save(tmp, metadata={"crystalrl": meta.get("kind", "")})
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _copy_model_dir(src: Path, dst: Path, meta: dict) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}."))
-    try:
+    with atomic_dir(dst) as tmp:
         for name in ("model.json", "model.pt", "state.pt"):
             shutil.copy2(src / name, tmp / name)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
-        if dst.exists():
-            shutil.rmtree(dst)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _mae(a, b) -> float:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 from flax import nnx
+
+from crystalrl.io import atomic_dir
 
 MODEL_FORMAT = "crystalrl-model/1"
 
@@ -98,6 +98,15 @@ class CheckpointStore:
             return None
         return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
+    def drop_after(self, step: int) -> list[int]:
+        """Delete checkpoints later than `step` (a run asked to stop earlier than a previous one went)."""
+        self.manager.wait_until_finished()
+        later = [s for s in self.manager.all_steps() if s > step]
+        for s in later:
+            self.manager.delete(s)
+        self.manager.reload()
+        return later
+
     def clear(self) -> None:
         """Delete every checkpoint (used when they belong to a different configuration)."""
         self.manager.wait_until_finished()
@@ -112,10 +121,7 @@ class CheckpointStore:
 # ---------------------------------------------------------------- final model dir
 def save_model(model_dir: str | os.PathLike, model, cfg, extra_meta: dict | None = None) -> None:
     """Write `model` (params) + `cfg` to `model_dir` atomically (temp dir + rename)."""
-    model_dir = Path(model_dir).resolve()
-    model_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}.tmp"))
-    try:
+    with atomic_dir(model_dir) as tmp:
         (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
         meta = {"format": MODEL_FORMAT, **(extra_meta or {})}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
@@ -123,15 +129,6 @@ def save_model(model_dir: str | os.PathLike, model, cfg, extra_meta: dict | None
         ckptr.save(tmp / "params", params_of(model))
         ckptr.wait_until_finished()
         ckptr.close()
-        if model_dir.exists():  # replace an old model: move it aside first, rename cannot overwrite
-            old = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}.old"))
-            os.replace(model_dir, old / "m")
-            os.replace(tmp, model_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, model_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_model_meta(model_dir: str | os.PathLike) -> dict[str, Any]:

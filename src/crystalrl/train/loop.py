@@ -245,7 +245,9 @@ def train(cfg_model, train_arrays: dict, val_arrays: dict, *, lr: float, lr_deca
             log.warning("checkpoints in %s belong to another run (differs in %s); starting afresh",
                         ckpt_dir, sorted(k for k in run_id if old.get(k) != run_id[k]))
             store.clear()
-        else:
+        elif later := store.drop_after(steps):
+            log.warning("dropped checkpoints at steps %s beyond the %d steps asked for", later, steps)
+        if store.latest_step() is not None:
             start, state, meta = store.restore_latest(abstract_like(state, repl))
             metrics = _Metrics(metrics_path, meta["history"], meta["acc"])
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_dir, start,
