@@ -10,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing model must fail at onc
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 REPO = Path(__file__).resolve().parents[1]
+# Many tests (and the demo's snakemake jobs, which inherit this) compile the same jitted
+# programs; JAX's persistent cache turns the repeats into disk reads.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
 SHARED = Path(os.environ.get("CRYSTALRL_SHARED", REPO.parent / "shared"))
 
 
@@ -32,3 +35,34 @@ def shared_reference() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+# Small and fast for CI (about 2 minutes on 2 busy cores); the workflow default is larger.
+DIELECTRIC_FAST_CFG = {"seed": 0, "epochs": 10, "lr": 3e-3,
+                       "model": {"cutoff": 4.0, "threebody_cutoff": 3.0},
+                       "band_gap": {"epochs": 5, "lr": 3e-3}}
+
+
+@pytest.fixture(scope="session")
+def trained_dielectric(shared_data, tmp_path_factory):
+    """The `train_dielectric` workflow script run on the real MP DFPT set with a small config.
+
+    Session-scoped: the dielectric tests and the demo's FoM test share one training.
+    """
+    import importlib.util
+    from types import SimpleNamespace
+
+    data = shared_data / "mp_dielectric" / "dielectric_constant.json.gz"
+    spec = importlib.util.spec_from_file_location("train_dielectric_script",
+                                                  REPO / "workflow" / "scripts" / "train_dielectric.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path_factory.mktemp("dielectric")
+    snakemake = SimpleNamespace(
+        input=SimpleNamespace(data=str(data)),
+        output=SimpleNamespace(eps_model=str(out / "models" / "eps"), gap_model=str(out / "models" / "gap"),
+                               metrics=str(out / "metrics" / "dielectric.json")),
+        params=SimpleNamespace(dielectric={"enabled": True, "data": str(data), **DIELECTRIC_FAST_CFG}),
+        log=[str(out / "train.log")], threads=1)
+    script.main(snakemake)
+    return snakemake.output

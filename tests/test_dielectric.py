@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import tarfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -19,10 +18,6 @@ from crystalrl.dielectric.graphs import convert_many
 
 ELEMENTS = ("H", "Li", "O", "F", "Na", "Cl")
 
-# Small and fast for CI (about 2 minutes on 2 busy cores); the workflow default is larger.
-FAST_CFG = {"seed": 0, "epochs": 10, "lr": 3e-3,
-            "model": {"cutoff": 4.0, "threebody_cutoff": 3.0},
-            "band_gap": {"epochs": 5, "lr": 3e-3}}
 
 
 @pytest.fixture(scope="module")
@@ -162,24 +157,9 @@ def test_fit_learns_and_resumes_from_checkpoint(tmp_path):
 # ---------------------------------------------------------------- real training + FoM
 
 @pytest.fixture(scope="module")
-def trained(dfpt_path, tmp_path_factory):
-    """Run the workflow script on the real DFPT set with a small, fast config."""
-    import importlib.util
-
-    repo = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("train_dielectric_script",
-                                                  repo / "workflow" / "scripts" / "train_dielectric.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    out = tmp_path_factory.mktemp("dielectric")
-    snakemake = SimpleNamespace(
-        input=SimpleNamespace(data=str(dfpt_path)),
-        output=SimpleNamespace(eps_model=str(out / "models" / "eps"), gap_model=str(out / "models" / "gap"),
-                               metrics=str(out / "metrics" / "dielectric.json")),
-        params=SimpleNamespace(dielectric={"enabled": True, "data": str(dfpt_path), **FAST_CFG}),
-        log=[str(out / "train.log")], threads=1)
-    script.main(snakemake)
-    return snakemake.output
+def trained(trained_dielectric):
+    """The workflow script's models on the real DFPT set, small config (conftest, shared with the demo test)."""
+    return trained_dielectric
 
 
 @pytest.mark.slow
@@ -240,9 +220,11 @@ def test_invalid_structures_give_nan_with_status(trained):
     predictor = DielectricPredictor(trained.eps_model, trained.gap_model)
     lonely = Structure(Lattice.cubic(30.0), ["Na"], [[0, 0, 0]])              # no neighbour in cutoff
     exotic = Structure(Lattice.cubic(4.0), ["Og", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])  # not in element list
-    out = predictor.predict([_rocksalt(), None, lonely, exotic, "not a cif"])
+    dense = Structure(Lattice.cubic(1.2), ["Na"], [[0, 0, 0]])  # a weak generator's sample: 1.7 Å^3/atom
+    out = predictor.predict([_rocksalt(), None, lonely, exotic, "not a cif", dense])
     assert np.isfinite(out["fom"][0]) and out["status"][0] == "ok"
     assert np.isnan(out["fom"][1:]).all()
+    assert "denser than any solid" in out["status"][5]
     assert out["status"][1] == "no structure"
     assert "isolated atoms" in out["status"][2]
     assert "Og" in out["status"][3]

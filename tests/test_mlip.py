@@ -94,12 +94,16 @@ def test_bad_structures_get_nan_not_a_crash(chgnet, structures):
     s0, s1 = structures[0], structures[1]
     nan_s = s1.copy()
     nan_s.lattice = Lattice(np.full((3, 3), np.nan))
-    batch = [s0, None, nan_s, Structure(Lattice.cubic(3.0), [], []), s1]
+    # 1.7 Å^3/atom with atoms 1.2 Å apart: structurally "valid", but its graph would hold
+    # ~300 neighbours per atom (such samples took a batch past 24 GB)
+    dense = Structure(Lattice.cubic(1.2), ["Si"], [[0, 0, 0]])
+    batch = [s0, None, nan_s, Structure(Lattice.cubic(3.0), [], []), dense, s1]
     pred = chgnet.predict(batch)
     good = chgnet.predict([s0, s1])
-    np.testing.assert_allclose(pred["energy"][[0, 4]], good["energy"], atol=1e-5)
-    assert np.isnan(pred["energy"][1:4]).all()
+    np.testing.assert_allclose(pred["energy"][[0, 5]], good["energy"], atol=1e-5)
+    assert np.isnan(pred["energy"][1:5]).all()
     assert pred["error"][1] == "no structure" and "non-finite" in pred["error"][2]
+    assert "denser than any solid" in pred["error"][4]
     assert pred["error"][0] is None and np.isnan(pred["stress"][2]).all()
 
 

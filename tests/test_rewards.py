@@ -38,7 +38,8 @@ class _FakeMLIP:
     def __init__(self, e_per_atom):
         self.e = e_per_atom
 
-    def predict(self, structures, batch_size=64):
+    def predict(self, structures, batch_size=64, properties=("energy", "forces", "stress")):
+        assert tuple(properties) == ("energy",)  # a reward needs no forces: they cost a backward pass
         return {"energy": np.array([self.e[s.composition.reduced_formula] * len(s) for s in structures])}
 
 
@@ -75,9 +76,24 @@ def test_ehull_reward_does_not_score_overlapping_atoms():
     broken = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.01, 0, 0]])  # 0.05 A apart
 
     class Strict(_FakeMLIP):
-        def predict(self, structures, batch_size=64):
+        def predict(self, structures, batch_size=64, **kw):
             assert all(len(s) == 8 for s in structures), "an invalid structure reached the MLIP"
-            return super().predict(structures, batch_size)
+            return super().predict(structures, batch_size, **kw)
 
     res = ehull_reward(Strict({"NaCl": -0.9}), _FakeHull(), clip=10.0)([broken, _nacl()])
+    assert res.reward.tolist() == [-10.0, pytest.approx(-0.1)] and res.valid.tolist() == [False, True]
+
+
+def test_ehull_reward_skips_elements_without_hull_reference():
+    class Hull(_FakeHull):
+        elements = {"Na", "Cl"}
+
+    class Strict(_FakeMLIP):
+        def predict(self, structures, batch_size=64, **kw):
+            assert all("Cf" not in s.composition for s in structures), "an element without reference was scored"
+            return super().predict(structures, batch_size, **kw)
+
+    nacf = _nacl()
+    nacf.replace_species({"Cl": "Cf"})
+    res = ehull_reward(Strict({"NaCl": -0.9}), Hull(), clip=10.0)([nacf, _nacl()])
     assert res.reward.tolist() == [-10.0, pytest.approx(-0.1)] and res.valid.tolist() == [False, True]

@@ -4,9 +4,10 @@ Named in config (`ppo.reward`):
 - `ehull`: minus the energy above the convex hull of the structure as generated
   (MLIP single point + MP2020 corrections + hull), clipped to [-clip, clip] as the
   paper's code does; a structure that could not be decoded, has atoms closer than
-  0.5 A (structurally invalid), or could not be scored gets the worst value, -clip,
-  and is counted.
-- `dielectric_fom`: band gap x total dielectric constant (matgl models); failures get 0.
+  0.5 A (structurally invalid), holds an element the hull reference lacks, or could
+  not be scored gets the worst value, -clip, and is counted.
+- `dielectric_fom`: band gap x total dielectric constant (matgl models); undecodable,
+  overlapping or unscorable samples get 0 (the paper's code's dummy value).
 - `module:function`: a user's callable `f(structures: list[Structure | None]) -> array`
   (None marks a sample that could not be decoded), imported from `module`.
 """
@@ -41,12 +42,17 @@ def ehull_reward(mlip, hull, *, clip: float = 10.0, batch_size: int = 64) -> Rew
         n = len(structures)
         # Overlapping atoms (< 0.5 A) make MLIP energies meaningless and their neighbour
         # lists explode (minutes per structure): they get the worst reward unscored.
-        ok = np.array([s is not None and structure_validity(s)[0] for s in structures])
+        # Elements without a hull reference cannot get an e_hull (NaN) whatever the MLIP says,
+        # and some (Z > 94 for CHGNet) break its batching: skip the MLIP for them too.
+        covered = getattr(hull, "elements", None)
+        ok = np.array([s is not None and structure_validity(s)[0]
+                       and (covered is None or {el.symbol for el in s.composition} <= covered)
+                       for s in structures])
         e_hull = np.full(n, np.nan)
         idx = np.flatnonzero(ok)
         if idx.size:
             subset = [structures[i] for i in idx]
-            energies = mlip.predict(subset, batch_size=batch_size)["energy"]
+            energies = mlip.predict(subset, batch_size=batch_size, properties=("energy",))["energy"]
             # CHGNet is trained on MP2020-corrected energies: correcting again would bias e_hull low
             e, _status = hull.e_above_hull((subset, energies),
                                            apply_mp2020=not getattr(mlip, "mp2020_corrected", False))
@@ -63,7 +69,8 @@ def dielectric_fom_reward(predictor, *, dummy: float = 0.0, batch_size: int = 64
 
     def reward(structures):
         n = len(structures)
-        idx = np.flatnonzero([s is not None for s in structures])
+        # overlapping atoms (< 0.5 A) have no meaningful band gap or dielectric response
+        idx = np.flatnonzero([s is not None and structure_validity(s)[0] for s in structures])
         fom, gap, eps = (np.full(n, np.nan) for _ in range(3))
         if idx.size:
             pred = predictor.predict([structures[i] for i in idx], batch_size=batch_size)

@@ -5,6 +5,10 @@ from crystalrl.config import ppo_run_config, validate_config
 
 validate_config(config, workflow.source_path("../../config/schema.yaml"))
 
+# Rule scripts inherit the environment: jobs share compiled JAX programs through this cache.
+if config["jax_cache_dir"]:
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(config["jax_cache_dir"]))
+
 RUN = config["run"]
 R = f"results/{RUN}"
 LOGS = f"logs/{RUN}"

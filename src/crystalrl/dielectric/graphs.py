@@ -14,6 +14,8 @@ import torch
 from pymatgen.core import Structure
 from torch_geometric.data import Batch, Data
 
+from crystalrl.mlip.base import basic_check
+
 
 @dataclass
 class Graph:
@@ -58,9 +60,10 @@ def convert_many(structures, element_types: tuple[str, ...], cutoff: float):
     graphs: list[Graph | None] = []
     status: list[str] = []
     for s in structures:
-        if s is None:
+        reason = basic_check(s) if s is None or isinstance(s, Structure) else None
+        if reason:  # None, empty, non-finite, or far too dense: its graph would not fit in memory
             graphs.append(None)
-            status.append("no structure")
+            status.append(reason)
             continue
         try:
             graphs.append(structure_to_graph(s, element_types, cutoff))
