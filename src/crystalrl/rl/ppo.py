@@ -78,6 +78,11 @@ def spacegroup_probs(spacegroups: str | Sequence[int], train_G: np.ndarray | Non
     return p / p.sum()
 
 
+def draw_spacegroups(key: jax.Array, sg_probs, n: int) -> jax.Array:
+    """(n,) space-group numbers 1..230 drawn from `sg_probs` (as from `spacegroup_probs`)."""
+    return jax.random.choice(key, N_SG, (n,), p=jnp.asarray(sg_probs)) + 1
+
+
 def total_logp(model, batch) -> jax.Array:
     """log p(W, A, X, L | G) per sample (B,), dropout off."""
     t = logp_terms(model, *(batch[k] for k in TOKENS), deterministic=True)
@@ -146,11 +151,10 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult], decode
             store.clear()
 
     key0 = jax.random.key(cfg.seed)
-    sg_p = jnp.asarray(sg_probs)
     for step in range(start, cfg.steps):
         t0 = time.time()
         k_g, k_s = jax.random.split(jax.random.fold_in(key0, step))
-        G = jax.random.choice(k_g, N_SG, (cfg.batch_size,), p=sg_p) + 1
+        G = draw_spacegroups(k_g, sg_probs, cfg.batch_size)
         nnx.update(policy, _as_state(params0, state["params"]))
         out = sample(policy, k_s, G, temperature=cfg.temperature, top_p=cfg.top_p)
         t_sample = time.time() - t0

@@ -8,7 +8,7 @@ import pandas as pd
 
 from crystalrl.io import write_parquet_atomic
 from crystalrl.rewards import make_reward
-from crystalrl.rl.ppo import PPOConfig, run_ppo, spacegroup_probs
+from crystalrl.rl.ppo import PPOConfig, draw_spacegroups, run_ppo, spacegroup_probs
 from crystalrl.train.checkpoint import load_model, save_model
 from crystalrl.train.data import load_token_arrays
 
@@ -31,16 +31,15 @@ def fresh_sample_rewards(models: dict[str, object], reward_fn, sg_probs: np.ndar
     (base, seed s) and (ppo, seed s) differ only in the weights; the spread between
     seeds of one model is the noise any claimed gain must beat.
     """
-    from crystalrl.model.sampler import sample
-    from crystalrl.wyckoff import N_SG
-
     import jax
+
+    from crystalrl.model.sampler import sample
 
     rows = []
     for name, model in models.items():
         for seed in seeds:
             k_g, k_s = jax.random.split(jax.random.key(seed))
-            G = jax.random.choice(k_g, N_SG, (n,), p=np.asarray(sg_probs)) + 1
+            G = draw_spacegroups(k_g, sg_probs, n)
             rr = reward_fn(decode_samples(sample(model, k_s, G, **sample_kw)))
             row = dict(model=name, seed=seed, n=n, reward_mean=float(np.mean(rr.reward)),
                        frac_valid=float(np.mean(rr.valid)))
