@@ -1,7 +1,7 @@
 """Atomic writers: a failed write leaves the old artifact intact and no temp files behind."""
 import pytest
 
-from crystalrl.io import atomic_dir, write_parquet_atomic
+from crystalrl.io import atomic_dir, atomic_path, write_parquet_atomic
 
 
 def test_atomic_dir_replaces_and_survives_failure(tmp_path):
@@ -31,3 +31,18 @@ def test_parquet_write_failure_keeps_old_file(tmp_path):
         write_parquet_atomic(pd.DataFrame({"x": [object()]}), path)  # pyarrow cannot encode it
     assert pd.read_parquet(path)["x"].tolist() == [1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.parquet"]
+
+
+def test_atomic_outputs_follow_the_umask(tmp_path):
+    """Temp files are created 0600; the artifact must get the mode a plain write would (group-readable)."""
+    import os
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.txt") as tmp:
+            tmp.write_text("x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

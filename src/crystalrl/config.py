@@ -1,4 +1,4 @@
-"""Config validation against `config/schema.yaml`, with defaults filled in.
+"""Config validation against the package schema (`crystalrl/schema.yaml`), with defaults filled in.
 
 Snakemake's own `validate` reports errors as schema paths; here every problem names
 the config key the user wrote (`pretrain.batchsize`) and suggests the key they meant.
@@ -13,7 +13,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+#: The only home of config defaults; shipped inside the package so installed code finds it.
+SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
 
 
 class ConfigError(ValueError):

@@ -11,6 +11,21 @@ from pathlib import Path
 
 import pandas as pd
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_like_new(path: Path, directory: bool = False) -> None:
+    """Give a temp file (0600) or dir (0700) the mode a plain create would: 0666/0777 minus umask.
+
+    Without this every atomically written artifact stayed private to its owner, unreadable
+    to the rest of the user's group on a shared cluster.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
@@ -29,6 +44,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        _chmod_like_new(Path(tmp))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -48,6 +64,7 @@ def atomic_dir(path: str | os.PathLike):
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp"))
     try:
         yield tmp
+        _chmod_like_new(tmp, directory=True)
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old"))
             os.replace(path, old / "d")

@@ -3,7 +3,7 @@ import os
 
 from crystalrl.config import ppo_run_config, validate_config
 
-validate_config(config, workflow.source_path("../../config/schema.yaml"))
+validate_config(config)
 
 # Rule scripts inherit the environment: jobs share compiled JAX programs through this cache.
 if config["jax_cache_dir"]:

@@ -32,6 +32,7 @@ rule curate:
         rejected=f"{R}/data/rejected.parquet",
     params:
         data=config["data"],
+        n_max=config["model"]["n_max"],
     threads: threads_for("curate")
     resources:
         mem_mb=16000,
@@ -55,6 +56,7 @@ rule tokenize:
         rejected=f"{R}/data/tokens_rejected_{{split}}.parquet",
     params:
         tokenize=config["tokenize"],
+        n_max=config["model"]["n_max"],
     threads: threads_for("tokenize")
     resources:
         mem_mb=16000,

@@ -6,7 +6,7 @@ from crystalrl.io import set_threads
 def main(snakemake):
     set_threads(snakemake.threads)
     out = {k: getattr(snakemake.output, k) for k in ("train", "val", "test", "rejected")}
-    run_curate(dict(snakemake.params.data), out, threads=snakemake.threads, log=snakemake.log[0])
+    run_curate({**snakemake.params.data, "n_max": snakemake.params.n_max}, out, threads=snakemake.threads, log=snakemake.log[0])
 
 
 if "snakemake" in globals():

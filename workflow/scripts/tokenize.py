@@ -7,7 +7,7 @@ def main(snakemake):
     set_threads(snakemake.threads)
     p = dict(snakemake.params.tokenize)
     run_tokenize(snakemake.input.data, snakemake.output.tokens, snakemake.output.rejected,
-                 n_max=int(p.get("n_max", 21)), symprec=float(p.get("symprec", 0.01)),
+                 n_max=int(snakemake.params.n_max), symprec=float(p.get("symprec", 0.01)),
                  tol=float(p.get("tol", 0.01)), processes=snakemake.threads,
                  log=snakemake.log[0] if snakemake.log else None)
 
