@@ -13,12 +13,15 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
+include: "workflow/rules/preflight.smk"
+# Rules chain through `rules.X.output`, so a file comes after the files it reads from.
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/relax.smk"
+include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/dielectric.smk"
 include: "workflow/rules/rl.smk"
-include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 

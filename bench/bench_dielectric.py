@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 from pymatgen.core import Structure
 
-from crystalrl.dielectric import DEFAULTS, DielectricPredictor
+from crystalrl.dielectric import DielectricPredictor, merged_config
+
+DEFAULTS = merged_config({})  # the schema's defaults
 from crystalrl.dielectric.train import save_model_dir
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

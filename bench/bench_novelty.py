@@ -24,7 +24,10 @@ import pandas as pd
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Element, Structure
 
-from crystalrl.evaluate.matching import DEFAULT_MATCHER, NoveltyIndex
+from crystalrl.config import section
+from crystalrl.evaluate.matching import NoveltyIndex
+
+DEFAULT_MATCHER = section("evaluate")["matcher"]  # the schema's defaults (pymatgen's own)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alexandria_sample"
 _TOKEN = re.compile(r"[A-Z][a-z]?")

@@ -24,12 +24,12 @@ from flax import nnx
 from crystalrl.model import likelihood as lk
 from crystalrl.model import sampler as sp
 from crystalrl.model.config import ModelConfig
-from crystalrl.model.transformer import create_model
+from crystalrl.model.store import build_model
 from crystalrl.model.von_mises import sample_von_mises_centered
 
 CONFIGS = {
-    "paper": ModelConfig(dropout_rate=0.0, attn_dropout=0.0),
-    "small": ModelConfig(num_layers=4, num_heads=8, key_size=32, dropout_rate=0.0, attn_dropout=0.0),
+    "paper": ModelConfig.from_dict(dict(dropout_rate=0.0, attn_dropout=0.0)),
+    "small": ModelConfig.from_dict(dict(num_layers=4, num_heads=8, key_size=32, dropout_rate=0.0, attn_dropout=0.0)),
 }
 
 
@@ -72,7 +72,7 @@ def time_ours(model, B, n_total, seed=0):
     while done < n_total:
         s = sp.sample(model, jax.random.key(seed + 1 + done), G, chunk_size=warm)
         done += B
-        sites.append((s["W"] > 0).sum(1).mean())
+        sites.append((s.W > 0).sum(1).mean())
     return done / (time.perf_counter() - t0), float(np.mean(sites))
 
 
@@ -100,7 +100,7 @@ def main():
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; public code: "
           "0.074 samples/s (paper config), 0.75 samples/s (small) on this CPU class")
     for name, bb in zip(args.configs, args.baseline_batch):
-        model = create_model(CONFIGS[name], seed=0)
+        model = build_model(CONFIGS[name], seed=0)
         base = time_baseline(model, bb)
         print(f"[{name}] baseline (full forward per token, float64, no early exit), "
               f"batch {bb}: {base:.3f} samples/s", flush=True)

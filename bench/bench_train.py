@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from crystalrl.model.config import ModelConfig
 from crystalrl.model.likelihood import loss_fn
-from crystalrl.train.checkpoint import build_model, params_of
+from crystalrl.model.store import build_model, params_of
 from crystalrl.train.data import DataOrder, clean_arrays, take
 from crystalrl.train.loop import _make_steps, _rng_tags, data_mesh, make_optimizer
 

@@ -45,24 +45,18 @@ DIELECTRIC_FAST_CFG = {"seed": 0, "epochs": 10, "lr": 3e-3,
 
 @pytest.fixture(scope="session")
 def trained_dielectric(shared_data, tmp_path_factory):
-    """The `train_dielectric` workflow script run on the real MP DFPT set with a small config.
+    """The `train_dielectric` stage run on the real MP DFPT set with a small config.
 
     Session-scoped: the dielectric tests and the demo's FoM test share one training.
     """
-    import importlib.util
     from types import SimpleNamespace
 
+    from crystalrl.stages import run_stage
+
     data = shared_data / "mp_dielectric" / "dielectric_constant.json.gz"
-    spec = importlib.util.spec_from_file_location("train_dielectric_script",
-                                                  REPO / "workflow" / "scripts" / "train_dielectric.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     out = tmp_path_factory.mktemp("dielectric")
-    snakemake = SimpleNamespace(
-        input=SimpleNamespace(data=str(data)),
-        output=SimpleNamespace(eps_model=str(out / "models" / "eps"), gap_model=str(out / "models" / "gap"),
-                               metrics=str(out / "metrics" / "dielectric.json")),
-        params=SimpleNamespace(dielectric={"enabled": True, "data": str(data), **DIELECTRIC_FAST_CFG}),
-        log=[str(out / "train.log")], threads=1)
-    script.main(snakemake)
-    return snakemake.output
+    outputs = dict(eps_model=str(out / "models" / "eps"), gap_model=str(out / "models" / "gap"),
+                   metrics=str(out / "metrics" / "dielectric.json"))
+    run_stage("train_dielectric", dict(data=data), outputs,
+              dict(dielectric={"enabled": True, "data": str(data), **DIELECTRIC_FAST_CFG}), log=out / "train.log")
+    return SimpleNamespace(**outputs)

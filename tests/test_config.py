@@ -69,3 +69,34 @@ def test_snakemake_reports_bad_key_by_name(tmp_path):
     )
     assert proc.returncode != 0
     assert "config key 'tokenize.symprecc': unknown key (did you mean 'symprec'?)" in proc.stdout + proc.stderr
+
+
+def test_every_dataclass_config_mirrors_its_schema_section():
+    """The schema is the only home of defaults: each dataclass config takes its section's keys
+    (bar the ones named as another consumer's) and sets no default of its own."""
+    import dataclasses
+    import importlib
+
+    from crystalrl.config import SectionConfig
+
+    for mod in ("crystalrl.model.config", "crystalrl.train.loop", "crystalrl.rl.ppo", "crystalrl.evaluate.sun",
+                "crystalrl.mlip", "crystalrl.hull"):
+        importlib.import_module(mod)
+    classes = SectionConfig.__subclasses__()
+    assert {c.SECTION for c in classes} >= {"model", "pretrain", "ppo", "evaluate", "mlip", "hull"}
+    for cls in classes:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for name in ("pretrain", "sft") if cls.SECTION == "pretrain" else (cls.SECTION,):
+            keys = cls.schema_keys(name)
+            assert fields <= keys and keys - fields <= set(cls.OTHER_KEYS), (cls.__name__, name)
+        assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                   for f in dataclasses.fields(cls)), f"{cls.__name__} sets a default of its own"
+        with pytest.raises(ConfigError, match=f"config key '{cls.SECTION}.no_such_key'"):
+            cls.from_dict({"no_such_key": 1})
+
+
+def test_sft_section_builds_a_train_config():
+    from crystalrl.train.loop import TrainConfig
+
+    cfg = TrainConfig.from_dict({"lr": 3e-4}, section_name="sft")
+    assert cfg.lr == 3e-4 and cfg.steps == 5500 and cfg.clip_grad == 1.0

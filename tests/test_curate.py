@@ -12,8 +12,10 @@ from pymatgen.core import Structure
 from pymatgen.core.operations import SymmOp
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from crystalrl.data.curate import OUTPUT_COLUMNS, REJECTED_COLUMNS, curate, run_curate, split_of
-from crystalrl.data.sources import parse_structure, read_source
+from crystalrl.data.curate import OUTPUT_COLUMNS, REJECTED_COLUMNS, curate, split_of
+from crystalrl.data.sources import read_source
+from crystalrl.stages import run_stage
+from crystalrl.structures import parse_structure
 
 
 @pytest.fixture(scope="module")
@@ -222,42 +224,44 @@ def test_full_alexandria_sample(alex_rows, index):
     assert (df["n_atoms"] == index.loc[df.index, "nsites"]).all()
 
 
-# ---------------------------------------------------------------- run_curate + script
-def test_run_curate_downloads_and_writes_parquets(tmp_path, shared_data):
+# ---------------------------------------------------------------- the download and curate stages
+def test_download_then_curate_stages_write_parquets(tmp_path, shared_data):
     import hashlib
     src = shared_data / "mp20" / "mp20_rows.csv"
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    cfg = {"source": "mp20_csv", "path": str(tmp_path / "raw"), "url": src.as_uri(),
-           "sha256": sha, "max_atoms": 10, "e_hull_max": 0.1, "n_max": 21,
+    cfg = {"source": "mp20_csv", "path": str(tmp_path / "raw"), "urls": [src.as_uri()],
+           "sha256": {"mp20_rows.csv": sha}, "max_atoms": 10, "e_hull_max": 0.1,
            "split": [0.8, 0.1, 0.1], "seed": 42, "dedupe": True}
+    run_stage("download", {}, dict(path=cfg["path"]), dict(urls=cfg["urls"], sha256=cfg["sha256"]))
     out = {k: tmp_path / "data" / f"{k}.parquet" for k in ("train", "val", "test", "rejected")}
-    counts = run_curate(cfg, out, threads=1, log=tmp_path / "curate.log")
+    run_stage("curate", dict(source=[cfg["path"]]), out, dict(data=cfg, n_max=21), log=tmp_path / "curate.log")
     assert (tmp_path / "raw" / "mp20_rows.csv").exists()
     frames = {k: pd.read_parquet(p) for k, p in out.items()}
-    assert counts == {k: len(v) for k, v in frames.items()}
+    counts = {k: len(v) for k, v in frames.items()}
     assert sum(len(frames[k]) for k in ("train", "val", "test")) + counts["rejected"] == 44
     assert counts["rejected"] > 0 and (frames["train"]["n_atoms"] <= 10).all()
     assert list(frames["rejected"].columns) == REJECTED_COLUMNS
     assert "curate:" in (tmp_path / "curate.log").read_text()
 
 
+# (A missing data.source is no longer an error here: the schema's default, alex20_csv, fills it.)
 @pytest.mark.parametrize("cfg,key", [({"source": "materials_project", "path": "x"}, "data.source"),
-                                     ({"path": "x"}, "data.source"),
                                      ({"source": "alex20_csv"}, "data.path"),
-                                     ({"source": "alex20_csv", "url": "file:///x.csv"}, "data.path")])
-def test_run_curate_bad_config_names_the_key(tmp_path, cfg, key):
+                                     ({"source": "alex20_csv", "urls": ["file:///x.csv"]}, "data.path")])
+def test_curate_stage_bad_config_names_the_key(tmp_path, cfg, key):
     out = {k: tmp_path / f"{k}.parquet" for k in ("train", "val", "test", "rejected")}
     with pytest.raises(ValueError, match=re.escape(key)):
-        run_curate(cfg, out)
+        run_stage("curate", {}, out, dict(data=cfg, n_max=21))
     assert not any(p.exists() for p in out.values())
 
 
 def test_workflow_script(tmp_path, shared_data, repo_root):
+    """The rule script under Snakemake's calling convention (a `snakemake` object, Namedlist-like files)."""
     out = {k: str(tmp_path / f"{k}.parquet") for k in ("train", "val", "test", "rejected")}
     smk = SimpleNamespace(
-        params=SimpleNamespace(data={"source": "mp20_csv", "max_atoms": 6,
-                                     "path": str(shared_data / "mp20" / "mp20_rows.csv")}),
-        output=SimpleNamespace(**out), log=[str(tmp_path / "log.txt")], threads=1, input=[])
+        params=dict(data={"source": "mp20_csv", "max_atoms": 6,
+                          "path": str(shared_data / "mp20" / "mp20_rows.csv")}, n_max=21),
+        output=out, log=[str(tmp_path / "log.txt")], threads=1, input={})
     runpy.run_path(str(repo_root / "workflow" / "scripts" / "curate.py"), init_globals={"snakemake": smk})
     train = pd.read_parquet(out["train"])
     assert len(train) > 0 and (train["n_atoms"] <= 6).all()

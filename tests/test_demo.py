@@ -79,15 +79,16 @@ def test_ppo_lowers_e_hull_of_fresh_samples_beyond_seed_noise(demo):
     e_hull here is the reward's: clipped to 10 eV/atom, with undecodable, overlapping or
     unscorable samples counted at 10 (what PPO optimises, so what it must improve).
     """
-    from crystalrl.rewards import make_reward
-    from crystalrl.rl.ppo import spacegroup_probs
-    from crystalrl.rl.run import fresh_sample_rewards
-    from crystalrl.train.checkpoint import load_model
+    from crystalrl.config import validate_config
+    from crystalrl.model.store import load_model
+    from crystalrl.rl.fresh import fresh_sample_rewards
+    from crystalrl.spacegroups import spacegroup_probs
+    from crystalrl.stages.ppo import build_reward
     from crystalrl.train.data import load_token_arrays
 
-    cfg = demo.config
+    cfg = validate_config(dict(demo.config))
     train, _ = load_token_arrays(demo.res / "data" / "tokens_train.parquet")
-    reward = make_reward("ehull", mlip_cfg=cfg["mlip"], hull_cfg=cfg["hull"])
+    reward = build_reward("ehull", cfg, clip=cfg["ppo"]["ehull_clip"])
     models = {name: load_model(demo.res / "models" / name)[0] for name in ("base", "ppo_ehull")}
     df = fresh_sample_rewards(models, reward, spacegroup_probs("train", train["G"]), n=128, seeds=(0, 1))
     df["e_hull_mean"] = -df["reward_mean"]
@@ -107,10 +108,11 @@ def test_fom_reward_runs_on_generated_samples_and_drives_ppo(demo, trained_diele
     """Issue 5: the dielectric FoM reward end to end on the demo's own samples: the base
     model samples space group 225 (the paper's FoM task), samples decode, the matgl models
     trained on the MP DFPT set score them, and PPO steps on that reward."""
+    from crystalrl.model.store import load_model
     from crystalrl.rewards import make_reward
-    from crystalrl.rl.ppo import PPOConfig, run_ppo, spacegroup_probs
-    from crystalrl.rl.run import decode_samples, fresh_sample_rewards
-    from crystalrl.train.checkpoint import load_model
+    from crystalrl.rl.fresh import fresh_sample_rewards
+    from crystalrl.rl.ppo import PPOConfig, run_ppo
+    from crystalrl.spacegroups import spacegroup_probs
 
     base = demo.res / "models" / "base"
     policy, ref = load_model(base)[0], load_model(base)[0]
@@ -122,8 +124,8 @@ def test_fom_reward_runs_on_generated_samples_and_drives_ppo(demo, trained_diele
     assert fresh["frac_valid"].iloc[0] >= 0.5  # most generated structures get a FoM
     assert fresh["band_gap_median"].iloc[0] >= 0 and fresh["eps_median"].iloc[0] > 0
 
-    cfg = PPOConfig(beta=15.0, steps=2, batch_size=12, lr=1e-4, ckpt_every=10, seed=0)  # beta: Table S1, FoM
-    _, metrics = run_ppo(policy, ref, reward, decode_samples, sg225, cfg)
+    cfg = PPOConfig.from_dict(dict(beta=15.0, steps=2, batch_size=12, lr=1e-4, ckpt_every=10, seed=0))  # beta: Table S1, FoM
+    _, metrics = run_ppo(policy, ref, reward, sg225, cfg)
     print(metrics[["step", "reward_mean", "fom_mean", "band_gap_mean", "eps_mean", "kl", "frac_valid"]])
     assert len(metrics) == 2 and np.isfinite(metrics[["reward_mean", "fom_mean", "kl"]].to_numpy()).all()
     assert (metrics["frac_valid"] >= 0.5).all() and (metrics["eps_mean"] > 0).all()

@@ -7,7 +7,7 @@ import socket
 import pytest
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from crystalrl.data.demo import SOURCE, demo_rows
+from crystalrl.data.sources import DEMO_SOURCE as SOURCE, read_demo as demo_rows
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ from pymatgen.analysis.phase_diagram import PDEntry
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
-from crystalrl.hull import (HullReference, bundled_calc_compounds_path, load_reference,
-                            mp2020_entry, mp_hubbard_u)
+from crystalrl.config import ConfigError
+from crystalrl.hull import (HullConfig, HullReference, bundled_calc_compounds_path, check_config, load_hull,
+                            load_reference, mp2020_entry, mp_hubbard_u)
 
 # The seven MP-20 rows whose MP e_above_hull comes from phases MP-20 lacks (data README).
 LOWER_ROWS = {"HoWClO4", "Zn3N2", "LiS4", "Cs2KBiI6", "Na3MnCoNiO6", "LiCSN", "Cs2NaMoI6"}
@@ -37,7 +38,40 @@ def mp20_rows(shared_data) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def mp20_hull(shared_data) -> HullReference:
+    """Formation energies only (no elemental references): formation-energy queries only."""
     return load_reference(shared_data / "mp20" / "mp20_formation_energies.csv.gz")
+
+
+def mp_hull_section(shared_data) -> dict:
+    """The `hull` config section of config/alexandria.yaml, with this machine's paths."""
+    return {"reference": str(shared_data / "mp20" / "mp20_formation_energies.csv.gz"),
+            "format": "formation_table", "path": None, "url": None,
+            "elemental_entries": str(shared_data / "mp_entries" / "mp_elemental_reference_entries.json.gz")}
+
+
+@pytest.fixture(scope="module")
+def mp_hull(shared_data) -> HullReference:
+    """The MP hull as the workflow builds it from config: MP-20 formation energies + MP elemental entries."""
+    return load_hull(HullConfig.from_dict(mp_hull_section(shared_data)))
+
+
+@pytest.fixture(scope="module")
+def mp20_on_hull(mp20_rows, shared_data):
+    """The MP-20 rows that are in the formation table (35 of 44), their structures and MACE-MP energies.
+
+    The table's `mace_energy` is MACE-MP-0's total energy of the row's cell: an MLIP trained
+    on uncorrected MPtrj energies, exactly what matbench-discovery MP2020-corrects."""
+    table = pd.read_csv(shared_data / "mp20" / "mp20_formation_energies.csv.gz").set_index("material_id")
+    rows = mp20_rows[mp20_rows["material_id"].isin(table.index)].reset_index(drop=True)
+    structures = [Structure.from_str(c, fmt="cif") for c in rows["cif"]]
+    mace = np.array([table.loc[m, "mace_energy"] / table.loc[m, "natoms"] * len(s)
+                     for m, s in zip(rows["material_id"], structures)])
+    return rows, structures, mace
+
+
+def formation_queries(rows) -> list[PDEntry]:
+    comps = [Composition(f) for f in rows["pretty_formula"]]
+    return [PDEntry(c, ef * c.num_atoms) for c, ef in zip(comps, rows["formation_energy_per_atom"])]
 
 
 def test_hubbard_u_matches_every_mp_entry(calc_compounds):
@@ -86,11 +120,9 @@ def test_raw_energies_would_fail(calc_compounds):
     assert np.sum(eh > 1e-3) >= 5
 
 
-def test_mp20_rows_against_formation_hull(mp20_rows, mp20_hull):
-    """Exactly 37/44 within 0.02 eV/atom; the 7 known rows lower; none higher."""
-    q = [PDEntry(Composition(f), ef * Composition(f).num_atoms)
-         for f, ef in zip(mp20_rows["pretty_formula"], mp20_rows["formation_energy_per_atom"])]
-    eh, status = mp20_hull.e_above_hull(q)
+def test_mp20_rows_against_mp_hull_from_config(mp20_rows, mp_hull):
+    """The data README's fact through the config path: 37/44 within 0.02 eV/atom, the 7 known rows lower, none higher."""
+    eh, status = mp_hull.e_above_hull(formation_queries(mp20_rows))
     assert status == ["ok"] * 44
     d = eh - mp20_rows["e_above_hull"].to_numpy()
     assert (np.abs(d) <= 0.02).sum() == 37
@@ -98,19 +130,103 @@ def test_mp20_rows_against_formation_hull(mp20_rows, mp20_hull):
     assert not np.any(d > 0.02)
 
 
-def test_formation_csv_with_elementals_matches(shared_data, mp20_rows, mp20_hull):
-    """Formation energies turned into total energies with MP elemental entries give the same hull."""
-    ref = load_reference(shared_data / "mp20" / "mp20_formation_energies.csv.gz",
-                         elemental_entries=shared_data / "mp_entries" / "mp_elemental_reference_entries.json.gz")
-    assert ref.energy_kind == "total"
-    mu = {k[0]: min(e.energy_per_atom for e in v) for k, v in
-          ((tuple(k), v) for k, v in ref.by_chemsys.items() if len(k) == 1)}
-    comps = [Composition(f) for f in mp20_rows["pretty_formula"]]
-    q_form = [PDEntry(c, ef * c.num_atoms) for c, ef in zip(comps, mp20_rows["formation_energy_per_atom"])]
-    q_tot = [PDEntry(c, e.energy + sum(n * mu[el.symbol] for el, n in c.items())) for c, e in zip(comps, q_form)]
-    eh_f, _ = mp20_hull.e_above_hull(q_form)
-    eh_t, _ = ref.e_above_hull(q_tot)
-    np.testing.assert_allclose(eh_t, eh_f, atol=1e-8)
+def test_total_energy_lands_where_formation_energy_would(shared_data, mp20_rows, mp_hull):
+    """E = N E_form + sum n_i mu_i - (MP2020 correction), placed as an MLIP energy, gives the formation
+    energy's e_hull exactly; mu_i read here straight from the entries file (lowest eV/atom, 4 decimals)."""
+    with gzip.open(shared_data / "mp_entries" / "mp_elemental_reference_entries.json.gz", "rt") as fh:
+        raw = json.load(fh)
+    mu = {el: round(d["energy"] / sum(d["composition"].values()), 4) for el, d in raw.items()}
+    structures = [Structure.from_str(c, fmt="cif") for c in mp20_rows["cif"]]
+    corr = np.array([mp2020_entry(s, 0.0).correction for s in structures])
+    assert np.sum(corr < -0.5) >= 15  # oxides, sulfides, halides, U metals: the correction matters here
+    e_dft = np.array([ef * len(s) + sum(n * mu[el.symbol] for el, n in s.composition.items())
+                      for ef, s in zip(mp20_rows["formation_energy_per_atom"], structures)])
+    eh_form, _ = mp_hull.e_above_hull(formation_queries(mp20_rows))
+    eh_raw, status = mp_hull.e_above_hull((structures, e_dft - corr))  # uncorrected, as MACE or SevenNet predict
+    assert status == ["ok"] * 44
+    np.testing.assert_allclose(eh_raw, eh_form, atol=1e-6)
+    eh_corr, _ = mp_hull.e_above_hull((structures, e_dft), apply_mp2020=False)  # already corrected (CHGNet)
+    np.testing.assert_allclose(eh_corr, eh_form, atol=1e-6)
+    shifted, _ = mp_hull.e_above_hull((structures, e_dft - corr + 0.1 * np.array([len(s) for s in structures])))
+    np.testing.assert_allclose(shifted, eh_form + 0.1, atol=1e-6)
+
+
+def test_mace_energies_need_mp2020_on_the_formation_hull(mp20_on_hull, mp_hull):
+    """Real MLIP energies: MACE-MP-0 (trained on uncorrected energies) lands within its own error of the
+    DFT formation energy's e_hull after MP2020; without the corrections it misses oxides and halides."""
+    rows, structures, mace = mp20_on_hull
+    assert len(rows) == 35
+    eh_form, _ = mp_hull.e_above_hull(formation_queries(rows))
+    eh, status = mp_hull.e_above_hull((structures, mace))
+    assert status == ["ok"] * 35
+    d = np.abs(eh - eh_form)
+    assert np.median(d) < 0.02 and (d < 0.05).sum() >= 32, np.round(d, 3)
+    wrong, _ = mp_hull.e_above_hull((structures, mace), apply_mp2020=False)
+    assert (np.abs(wrong - eh_form) < 0.05).sum() <= 20
+
+
+def test_chgnet_energies_are_already_mp2020(mp20_on_hull, mp_hull):
+    """CHGNet (mp2020_corrected) goes on the hull uncorrected, as in matbench-discovery; correcting
+    it again would put half the rows off by more than 0.05 eV/atom."""
+    from crystalrl.hull import e_above_hull
+    from crystalrl.mlip import get_mlip
+
+    rows, structures, _ = mp20_on_hull
+    mlip = get_mlip("chgnet", device="cpu")
+    assert mlip.mp2020_corrected
+    energies = mlip.energies(structures)
+    eh_form, _ = mp_hull.e_above_hull(formation_queries(rows))
+    d = np.abs(e_above_hull(mp_hull, structures, energies, mlip=mlip)[0] - eh_form)
+    assert np.median(d) < 0.04 and (d < 0.05).sum() >= 28, np.round(d, 3)
+    twice, _ = mp_hull.e_above_hull((structures, energies), apply_mp2020=True)
+    assert (np.abs(twice - eh_form) < 0.05).sum() <= 20
+
+
+def test_hull_config_is_strict_and_defaults_live_in_the_schema(shared_data, tmp_path):
+    import dataclasses
+
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(HullConfig))
+    assert HullConfig.schema_keys() == {f.name for f in dataclasses.fields(HullConfig)}
+    assert HullConfig.from_dict({}).reference == "alexandria"  # the schema's default
+    with pytest.raises(ConfigError, match="hull.elemental_entry"):
+        HullConfig.from_dict({"elemental_entry": "x.json"})
+    with pytest.raises(ConfigError, match="hull.format"):
+        HullConfig.from_dict({"format": "csv"})
+    cfg = HullConfig.from_dict(mp_hull_section(shared_data))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.reference = "mp_bundled"
+    assert cfg.input_files() == [cfg.reference, cfg.elemental_entries]
+    no_refs = dataclasses.replace(cfg, elemental_entries=None)
+    with pytest.raises(ValueError, match="hull.elemental_entries"):
+        load_hull(no_refs)
+    assert load_hull(HullConfig.from_dict({"reference": "mp_bundled"})).energy_kind == "total"
+
+
+def test_check_config_names_the_key(shared_data, tmp_path):
+    good = mp_hull_section(shared_data)
+    assert check_config(good) == []
+    assert check_config({"reference": "mp_bundled"}) == []
+    problems = check_config({**good, "elemental_entries": None})
+    assert len(problems) == 1 and problems[0].startswith("config key 'hull.elemental_entries'")
+    problems = check_config({**good, "elemental_entries": str(tmp_path / "refs.json.gz")})
+    assert problems == [f"config key 'hull.elemental_entries': {tmp_path / 'refs.json.gz'} does not exist"]
+    assert check_config({**good, "reference": "nowhere.csv"}, root=tmp_path)[0].startswith(
+        "config key 'hull.reference': nowhere.csv does not exist")
+    (tmp_path / "wrong.csv").write_text("formula,energy\nNaCl,-2\n")
+    assert "needs columns" in check_config({**good, "reference": "wrong.csv"}, root=tmp_path)[0]
+    alex = check_config({"reference": "alexandria", "path": "hull.json.bz2", "url": None}, root=tmp_path)
+    assert alex and alex[0].startswith("config key 'hull.path'") and "hull.url" in alex[0]
+    assert check_config({"reference": "alexandria", "path": "hull.json.bz2"}, root=tmp_path) == []  # url default
+    assert check_config({"referense": "mp_bundled"})[0].startswith("config key 'hull.referense': unknown key")
+
+
+def test_formation_reference_with_refs_to_parquet(tmp_path, shared_data, mp20_rows, mp_hull, mp20_on_hull):
+    mp_hull.to_parquet(tmp_path / "mp.parquet")
+    back = load_hull(HullConfig.from_dict({"reference": str(tmp_path / "mp.parquet")}))
+    assert back.elemental_refs == mp_hull.elemental_refs and len(back) == len(mp_hull)
+    _, structures, mace = mp20_on_hull
+    np.testing.assert_allclose(back.e_above_hull((structures, mace))[0],
+                               mp_hull.e_above_hull((structures, mace))[0], atol=1e-9)
 
 
 def test_structures_and_total_energies(mp20_rows, mp_bundled, calc_compounds):

@@ -12,7 +12,8 @@ from flax import nnx
 from crystalrl.model import likelihood as lk
 from crystalrl.model.config import ModelConfig
 from crystalrl.model.haiku_import import haiku_names, import_into, load_haiku_params, read_params
-from crystalrl.model.transformer import CrystalFormer, count_params, create_model
+from crystalrl.model.store import build_model
+from crystalrl.model.transformer import CrystalFormer, count_params
 
 TERMS = ("logp_w", "logp_xyz", "logp_a", "logp_l")
 
@@ -27,15 +28,15 @@ def _abstract(cfg):
     (dict(num_layers=4, num_heads=4, key_size=8, model_size=16, embed_size=16), 40_295),
 ])
 def test_parameter_count(kw, expected):
-    assert count_params(_abstract(ModelConfig(**kw))) == expected
+    assert count_params(_abstract(ModelConfig.from_dict(kw))) == expected
 
 
 def test_config_roundtrip_and_unknown_key():
-    cfg = ModelConfig(num_layers=3, dropout_rate=0.0)
+    cfg = ModelConfig.from_dict(dict(num_layers=3, dropout_rate=0.0))
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(KeyError, match="num_layer"):
         ModelConfig.from_dict({"num_layer": 3})
-    assert ModelConfig().output_size == 171
+    assert ModelConfig.from_dict({}).output_size == 171
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def model64(small):
     """One float64 model for the module; tests swap parameters in with nnx.update."""
     cfg, _ = small
     with jax.enable_x64(True):
-        return create_model(cfg)
+        return build_model(cfg)
 
 
 def _model64(model, params):
@@ -124,7 +125,7 @@ def test_importer_rejects_mismatch(small, shared_reference):
     with pytest.raises(ValueError, match="linear_3/w"):
         import_into(model, bad)
     with pytest.raises(KeyError):  # a 16-layer config cannot take 4-layer params
-        import_into(_abstract(ModelConfig()), params)
+        import_into(_abstract(ModelConfig.from_dict({})), params)
 
 
 def test_masks_exact_in_float32_and_gradients_finite(small, shared_reference):
@@ -137,7 +138,7 @@ def test_masks_exact_in_float32_and_gradients_finite(small, shared_reference):
 
     ref = np.load(shared_reference / "crystalformer_logp_mini.npz")
     cfg, params = small
-    model = create_model(cfg)
+    model = build_model(cfg)
     nnx.update(model, params)
     batch = {k: jnp.asarray(ref[k][:8]) for k in ("G", "L", "XYZ", "A", "W")}
     grad_fn = nnx.jit(nnx.value_and_grad(
@@ -156,7 +157,7 @@ def test_kv_cache_step_equals_full_forward(small, shared_reference):
     """Feeding the tokens one by one through `step` reproduces the full pass's rows."""
     ref = np.load(shared_reference / "crystalformer_logp_mini.npz")
     cfg, params = small
-    model = create_model(cfg)
+    model = build_model(cfg)
     nnx.update(model, params)
     G, XYZ, A, W = (jnp.asarray(ref[k][:3]) for k in ("G", "XYZ", "A", "W"))
     full = np.asarray(model(G, XYZ.astype(jnp.float32), A, W, deterministic=True))

@@ -6,17 +6,18 @@ import pytest
 
 from crystalrl.model.config import ModelConfig
 from crystalrl.rewards import RewardResult
-from crystalrl.rl.ppo import PPOConfig, run_ppo, spacegroup_probs
-from crystalrl.train.checkpoint import build_model, params_of
+from crystalrl.rl.ppo import PPOConfig, run_ppo
+from crystalrl.spacegroups import spacegroup_probs
+from crystalrl.model.store import build_model, params_of
 
 TARGET = 8  # oxygen
-SMALL = ModelConfig(h0_size=32, num_layers=2, num_heads=2, key_size=8, model_size=16, embed_size=8,
-                    dropout_rate=0.0, attn_dropout=0.0)
+SMALL = ModelConfig.from_dict(dict(h0_size=32, num_layers=2, num_heads=2, key_size=8, model_size=16, embed_size=8,
+                    dropout_rate=0.0, attn_dropout=0.0))
 
 
 def tokens_of(out):
     """A cheap 'decode' for the toy reward: keep the tokens (no structures needed)."""
-    return [dict(A=a, W=w) for a, w in zip(out["A"], out["W"])]
+    return [dict(A=a, W=w) for a, w in zip(out.A, out.W)]
 
 
 def oxygen_site_fraction(samples):
@@ -27,9 +28,10 @@ def oxygen_site_fraction(samples):
 
 def _run(beta, steps=25, **kw):
     policy, ref = build_model(SMALL, seed=0), build_model(SMALL, seed=0)
-    cfg = PPOConfig(beta=beta, steps=steps, batch_size=48, lr=3e-3, ppo_epochs=3, seed=3, ckpt_every=2)
+    cfg = PPOConfig.from_dict(dict(beta=beta, steps=steps, batch_size=48, lr=3e-3, ppo_epochs=3, seed=3,
+                                   ckpt_every=2))
     sg = spacegroup_probs([1, 2, 225])
-    return run_ppo(policy, ref, oxygen_site_fraction, tokens_of, sg, cfg, **kw)
+    return run_ppo(policy, ref, oxygen_site_fraction, sg, cfg, decode=tokens_of, **kw)
 
 
 @pytest.mark.slow

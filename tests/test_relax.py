@@ -1,8 +1,6 @@
 """Relaxation with CHGNet on real structures; broken structures fail alone."""
 from __future__ import annotations
 
-import importlib.util
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,7 +9,7 @@ import torch
 from pymatgen.core import Structure
 
 from crystalrl.mlip import get_mlip
-from crystalrl.relax import Guards, chunk_rows, merge_chunks, relax_samples, relax_structures
+from crystalrl.relax import Guards, chunk_rows, relax_samples, relax_structures
 from test_mlip import load_alexandria
 
 
@@ -107,35 +105,25 @@ def test_workflow_scripts(chgnet, shared_data, tmp_path, repo_root):
     samples = pd.DataFrame({"sample_id": [10, 11, 12], "cif": [x.to(fmt="cif") for x in s]})
     samples.to_parquet(tmp_path / "samples.parquet")
 
-    def load(name):
-        spec = importlib.util.spec_from_file_location(name, repo_root / "workflow" / "scripts" / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
+    from crystalrl.stages import run_stage
 
-    relax, merge = load("relax"), load("merge_relax")
     chunks = []
     for c in range(2):
         out = tmp_path / f"chunk_{c}.parquet"
-        relax.main(SimpleNamespace(
-            input=SimpleNamespace(samples=str(tmp_path / "samples.parquet")),
-            output=SimpleNamespace(chunk=str(out)), wildcards=SimpleNamespace(chunk=str(c)),
-            params=SimpleNamespace(relax={"fmax": 0.2, "max_steps": 5, "n_chunks": 2},
-                                   mlip={"backend": "chgnet", "model": None, "weights_path": None,
-                                         "device": "cpu", "batch_size": 8},
-                                   hull={"reference": "mp_bundled", "elemental_entries": None}),
-            log=[str(tmp_path / f"relax_{c}.log")], threads=1))
+        run_stage("relax", dict(samples=tmp_path / "samples.parquet", hull=[]), dict(chunk=out),
+                  dict(relax={"fmax": 0.2, "max_steps": 5, "n_chunks": 2}, chunk=c,
+                       mlip={"backend": "chgnet", "model": None, "weights_path": None, "device": "cpu",
+                             "batch_size": 8},
+                       hull={"reference": "mp_bundled", "elemental_entries": None}),
+                  log=tmp_path / f"relax_{c}.log")
         chunks.append(out)
-    merge.main(SimpleNamespace(input=SimpleNamespace(chunks=[str(p) for p in chunks]),
-                               output=SimpleNamespace(relaxed=str(tmp_path / "relaxed.parquet"))))
+    run_stage("merge_relax", dict(chunks=chunks), dict(relaxed=tmp_path / "relaxed.parquet"), {})
     df = pd.read_parquet(tmp_path / "relaxed.parquet")
     assert df["sample_id"].tolist() == [10, 11, 12]
     for col in ["energy_initial", "energy_final", "e_hull_initial", "e_hull_final", "cif_relaxed",
                 "converged", "steps", "status"]:
         assert col in df
     assert np.isfinite(df["energy_initial"]).all()
-    merge_chunks(chunks, tmp_path / "again.parquet")
-    assert len(pd.read_parquet(tmp_path / "again.parquet")) == 3
 
 
 def test_chgnet_energies_already_carry_mp2020(chgnet, shared_data):

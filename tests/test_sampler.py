@@ -15,7 +15,7 @@ from crystalrl.model import likelihood as lk
 from crystalrl.model import sampler as sp
 from crystalrl.model.config import ModelConfig
 from crystalrl.model.haiku_import import load_haiku_params
-from crystalrl.model.transformer import create_model
+from crystalrl.model.store import build_model
 from crystalrl.model.von_mises import sample_von_mises_centered
 
 TERMS = ("logp_w", "logp_xyz", "logp_a", "logp_l")
@@ -33,11 +33,11 @@ def drawn64(small):
     """300 float64 samples over 10 space groups with the imported (non-trivial) params."""
     cfg, params = small
     with jax.enable_x64(True):
-        model = create_model(cfg)
+        model = build_model(cfg)
         nnx.update(model, jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params))
         G = np.repeat(GROUPS, 30)
         s = sp.sample(model, jax.random.key(7), G, dtype=jnp.float64)
-        rescored = lk.logp_terms_jit(model, s["G"], s["L"], s["XYZ"], s["A"], s["W"])
+        rescored = lk.logp_terms_jit(model, s.G, s.L, s.XYZ, s.A, s.W)
         first_w = lk.first_w_logprob(model.first_w_logits(jnp.asarray(GROUPS)), jnp.asarray(GROUPS))
         return s, {k: np.asarray(v) for k, v in rescored.items()}, np.asarray(first_w)
 
@@ -46,15 +46,15 @@ def drawn64(small):
 def test_sampled_logp_equals_full_forward_rescoring(drawn64):
     s, rescored, _ = drawn64
     for k in TERMS:
-        np.testing.assert_allclose(s[k], rescored[k], atol=1e-4, rtol=0, err_msg=k)
-    assert np.all(np.isfinite(s["logp"]))
-    assert np.allclose(s["logp"], sum(s[k] for k in TERMS))
+        np.testing.assert_allclose(getattr(s, k), rescored[k], atol=1e-4, rtol=0, err_msg=k)
+    assert np.all(np.isfinite(s.logp))
+    assert np.allclose(s.logp, sum(getattr(s, k) for k in TERMS))
 
 
 @pytest.mark.slow
 def test_samples_are_legal_token_sequences(drawn64):
     s, _, _ = drawn64
-    G, W, A, XYZ, L = s["G"], s["W"], s["A"], s["XYZ"], s["L"]
+    G, W, A, XYZ, L = s.G, s.W, s.A, s.XYZ, s.L
     n_sites = (W > 0).sum(1)
     assert np.all(W[:, 0] > 0) and np.all(W[:, -1] == 0)  # never empty; last slot a pad
     assert np.all((A > 0) == (W > 0))
@@ -71,8 +71,8 @@ def test_samples_are_legal_token_sequences(drawn64):
             d = (y - x) - np.rint(y - x)
             assert np.abs(d).max() < 1e-6, (g, wi, x)
     np.testing.assert_allclose(L, wyckoff.symmetrize_lattice(G, L, degrees=False))
-    np.testing.assert_array_equal(s["valid_lattice"], sp.lattice_is_valid(L))
-    assert np.array_equal(s["n_atoms"], wyckoff.mult_table()[G[:, None] - 1, W].sum(1))
+    np.testing.assert_array_equal(s.valid_lattice, sp.lattice_is_valid(L))
+    assert np.array_equal(s.n_atoms, wyckoff.mult_table()[G[:, None] - 1, W].sum(1))
     assert len(np.unique(G)) == len(GROUPS)
 
 
@@ -81,7 +81,7 @@ def test_first_letter_frequencies_follow_the_model(drawn64):
     """Empirical W_1 counts match the model's probabilities (a wrong sampler fails)."""
     s, _, first_w = drawn64
     for j, g in enumerate(GROUPS):
-        counts = np.bincount(s["W"][s["G"] == g, 0], minlength=first_w.shape[1])
+        counts = np.bincount(s.W[s.G == g, 0], minlength=first_w.shape[1])
         p = np.exp(first_w[j])
         n = counts.sum()
         chi2 = np.sum((counts - n * p) ** 2 / np.maximum(n * p, 1e-12))
@@ -91,7 +91,7 @@ def test_first_letter_frequencies_follow_the_model(drawn64):
 
 def test_float32_sampler_reproducible_and_scored(small):
     cfg, params = small
-    model = create_model(cfg)
+    model = build_model(cfg)
     nnx.update(model, params)
     G = np.array([225, 194, 62, 14] * 8)
     li_o = sp.element_mask(["Li", "O"], cfg)
@@ -99,18 +99,18 @@ def test_float32_sampler_reproducible_and_scored(small):
     b = sp.sample(model, jax.random.key(1), G, atom_mask=li_o, temperature=0.8, top_p=0.95)
     c = sp.sample(model, jax.random.key(2), G, atom_mask=li_o, temperature=0.8, top_p=0.95)
     for k in ("W", "A", "XYZ", "L", "logp"):
-        np.testing.assert_array_equal(a[k], b[k])
-    assert not np.array_equal(a["XYZ"], c["XYZ"])
-    assert set(np.unique(a["A"])) <= {0, 3, 8}
-    assert a["L"].dtype == np.float64 and a["logp"].shape == (32,)
-    r = lk.logp_terms_jit(model, a["G"], a["L"], a["XYZ"], a["A"], a["W"])
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    assert not np.array_equal(a.XYZ, c.XYZ)
+    assert set(np.unique(a.A)) <= {0, 3, 8}
+    assert a.L.dtype == np.float64 and a.logp.shape == (32,)
+    r = lk.logp_terms_jit(model, a.G, a.L, a.XYZ, a.A, a.W)
     for k in TERMS:  # float32 both sides: agree to float32 rounding
-        np.testing.assert_allclose(a[k], np.asarray(r[k]), rtol=1e-5, atol=1e-3, err_msg=k)
+        np.testing.assert_allclose(getattr(a, k), np.asarray(r[k]), rtol=1e-5, atol=1e-3, err_msg=k)
 
 
 def test_sample_rejects_bad_arguments(small):
     cfg, _ = small
-    model = nnx.eval_shape(lambda: create_model(cfg))
+    model = nnx.eval_shape(lambda: build_model(cfg))
     with pytest.raises(ValueError, match="1..230"):
         sp.sample(model, jax.random.key(0), [0, 5])
     with pytest.raises(ValueError, match="no element"):
@@ -148,31 +148,23 @@ def test_denormalize_lattice(shared_reference):
 
 
 @pytest.mark.slow
-def test_sample_workflow_script(small, tmp_path, repo_root):
-    """The thin script writes the contract's Parquet; rows are never dropped."""
-    import importlib.util
-    from types import SimpleNamespace
-
+def test_sample_stage(small, tmp_path):
+    """The sample stage writes the contract's Parquet; rows are never dropped."""
     import pandas as pd
 
-    from crystalrl.train.checkpoint import save_model
+    from crystalrl.model.store import save_model
+    from crystalrl.stages import run_stage
 
     cfg, params = small
-    model = create_model(cfg)
+    model = build_model(cfg)
     nnx.update(model, params)
     save_model(tmp_path / "model", model, cfg)
     pd.DataFrame({"G": [225, 225, 194, 62]}).to_parquet(tmp_path / "tokens.parquet")
-    spec = importlib.util.spec_from_file_location("sample_script", repo_root / "workflow/scripts/sample.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     out = tmp_path / "samples" / "base" / "dist.parquet"
-    snake = SimpleNamespace(
-        input=SimpleNamespace(model=str(tmp_path / "model"), train_tokens=str(tmp_path / "tokens.parquet")),
-        output=SimpleNamespace(samples=str(out)), log=[str(tmp_path / "sample.log")], threads=1,
-        params=SimpleNamespace(model_name="base", sample=dict(
-            n_samples=20, spacegroups="train", batch_size=16, temperature=1.0, top_p=1.0,
-            seed=3, elements=["Na", "Cl"])))
-    script.main(snake)
+    run_stage("sample", dict(model=tmp_path / "model", train_tokens=tmp_path / "tokens.parquet"),
+              dict(samples=out), dict(model_name="base", sample=dict(
+                  n_samples=20, spacegroups="train", batch_size=16, temperature=1.0, top_p=1.0,
+                  seed=3, elements=["Na", "Cl"])), log=tmp_path / "sample.log")
     df = pd.read_parquet(out)
     assert list(df.columns) == ["sample_id", "G", "L", "XYZ", "A", "W", "cif", "logp",
                                 "n_atoms", "status", "seconds"]

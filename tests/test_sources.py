@@ -12,8 +12,9 @@ import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 
-from crystalrl.data.sources import (Row, expand_paths, parse_structure, read_alex20_csv,
-                                    read_alexandria_json, read_cif_dir, read_mp20_csv, read_source)
+from crystalrl.structures import parse_structure
+from crystalrl.data.sources import (Row, expand_paths, read_alex20_csv,
+                                    read_cif_dir, read_mp20_csv, read_source)
 
 
 @pytest.fixture(scope="module")

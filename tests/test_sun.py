@@ -1,16 +1,13 @@
 """Per-sample evaluation and the S.U.N. table on hand-checkable inputs."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import SimpleNamespace
-
 import numpy as np
 import pandas as pd
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from crystalrl.evaluate.sun import evaluate_samples, sun_table, sun_table_from_files
+from crystalrl.evaluate.sun import EvaluateConfig, evaluate_samples, sun_table
+from crystalrl.stages import run_stage
 
 
 def _flags_df(g, valid, stable, unique, novel, seconds=None):
@@ -95,7 +92,8 @@ def test_evaluate_samples_definitions():
     train = pd.DataFrame({"cif": [_nacl(5.5).to(fmt="cif"), _kbr().to(fmt="cif").replace("K", "Rb")],
                           "formula": ["NaCl", "RbBr"], "spacegroup": [225, 225]})
     e_hull = np.array([0.0, 0.05, 0.05, 0.0, np.nan, np.nan, 0.3])
-    out = evaluate_samples(samples, train_df=train, e_hull=e_hull, config={"stable_threshold": 0.1})
+    cfg = EvaluateConfig.from_dict({"stable_threshold": 0.1})
+    out = evaluate_samples(samples, train_df=train, e_hull=e_hull, config=cfg)
     assert out["valid"].tolist() == [True, True, True, False, False, False, True]
     assert out["stable"].tolist() == [True, True, True, True, False, False, False]
     assert out["unique"].tolist() == [True, True, False, False, False, False, True]
@@ -104,17 +102,10 @@ def test_evaluate_samples_definitions():
     assert "s4" in out["reason"].iloc[4] and "s5" in out["reason"].iloc[5]
     assert out["G"].tolist() == samples["G"].tolist()
     with pytest.raises(ValueError, match="e_hull has shape"):
-        evaluate_samples(samples, train_df=train, e_hull=e_hull[:3])
+        evaluate_samples(samples, train_df=train, e_hull=e_hull[:3], config=cfg)
 
 
-def _load_script(repo_root: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, repo_root / "workflow" / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_sun_table_script_writes_sets(tmp_path, repo_root, model_a):
+def test_sun_table_stage_writes_sets(tmp_path, model_a):
     paths = []
     for model in ("base", "ppo_ehull"):
         for set_name in ("dist", "per_sg"):
@@ -125,9 +116,7 @@ def test_sun_table_script_writes_sets(tmp_path, repo_root, model_a):
     tokens = tmp_path / "tokens_train.parquet"
     pd.DataFrame({"G": [225] * 3 + [1]}).to_parquet(tokens)
     out = tmp_path / "sun.csv"
-    snake = SimpleNamespace(input=SimpleNamespace(evals=paths, train_tokens=str(tokens)),
-                            output=SimpleNamespace(table=str(out)), log=[str(tmp_path / "log")], threads=1)
-    _load_script(repo_root, "sun_table").main(snake)
+    run_stage("sun_table", dict(evals=paths, train_tokens=tokens), dict(table=out), {}, log=tmp_path / "log")
     t = pd.read_csv(out)
     assert set(t["model"]) == {"base", "ppo_ehull"}
     dist = t[t["set"] == "dist"]
@@ -141,7 +130,7 @@ def test_sun_table_script_writes_sets(tmp_path, repo_root, model_a):
 
 
 @pytest.mark.slow
-def test_evaluate_script_with_chgnet_and_bundled_hull(tmp_path, repo_root):
+def test_evaluate_stage_with_chgnet_and_bundled_hull(tmp_path):
     """The stage end to end: CHGNet single points (offline weights) on pymatgen's bundled MP hull."""
     close = Structure(Lattice.cubic(6.0), ["Na", "Cl"], [[0, 0, 0], [0.05, 0, 0]])
     samples = pd.DataFrame({"sample_id": ["a", "b", "c", "d"], "G": [225, 221, 1, 225],
@@ -151,13 +140,11 @@ def test_evaluate_script_with_chgnet_and_bundled_hull(tmp_path, repo_root):
                           "spacegroup": [225]})
     samples.to_parquet(tmp_path / "samples.parquet")
     train.to_parquet(tmp_path / "train.parquet")
-    snake = SimpleNamespace(
-        input=SimpleNamespace(samples=str(tmp_path / "samples.parquet"), train=str(tmp_path / "train.parquet")),
-        output=SimpleNamespace(eval=str(tmp_path / "eval.parquet")), log=[str(tmp_path / "log")], threads=1,
-        params=SimpleNamespace(evaluate={"stable_threshold": 0.1, "matcher": {}, "match_spacegroup": False},
-                               mlip={"backend": "chgnet", "model": None, "device": "cpu", "batch_size": 8},
-                               hull={"reference": "mp_bundled", "path": None}))
-    _load_script(repo_root, "evaluate").main(snake)
+    run_stage("evaluate", dict(samples=tmp_path / "samples.parquet", train=tmp_path / "train.parquet", hull=[]),
+              dict(eval=tmp_path / "eval.parquet"),
+              dict(evaluate={"stable_threshold": 0.1, "matcher": {}, "match_spacegroup": False},
+                   mlip={"backend": "chgnet", "model": None, "device": "cpu", "batch_size": 8},
+                   hull={"reference": "mp_bundled", "path": None}), log=tmp_path / "log")
     out = pd.read_parquet(tmp_path / "eval.parquet")
     assert out["sample_id"].tolist() == ["a", "b", "c", "d"]
     # valid samples get a finite e_hull, the invalid ones NaN; rocksalt NaCl is at or below the hull

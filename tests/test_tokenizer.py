@@ -1,10 +1,8 @@
 """Tokenizer: reference tokens of the public code, round trips, rejections, the stage script."""
 from __future__ import annotations
 
-import importlib.util
 import tarfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -271,21 +269,15 @@ def test_arrays_round_trip_and_parquet(tmp_path):
         np.testing.assert_array_equal(np.stack(again[col]), np.stack(back[col].map(np.asarray)))
 
 
-def test_workflow_script(tmp_path, repo_root):
+def test_tokenize_stage(tmp_path):
+    from crystalrl.stages import run_stage
+
     data = pd.DataFrame({"id": ["nacl", "bad"], "source": ["demo", "demo"],
                          "cif": [rocksalt().to(fmt="cif"), "garbage"]})
     data.to_parquet(tmp_path / "train.parquet")
-    spec = importlib.util.spec_from_file_location(
-        "tokenize_script", repo_root / "workflow" / "scripts" / "tokenize.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    snake = SimpleNamespace(
-        input=SimpleNamespace(data=str(tmp_path / "train.parquet")),
-        output=SimpleNamespace(tokens=str(tmp_path / "tokens_train.parquet"),
-                               rejected=str(tmp_path / "rej.parquet")),
-        params=SimpleNamespace(tokenize={"n_max": 21, "symprec": 0.01, "tol": 0.01}),
-        log=[str(tmp_path / "tokenize.log")], threads=1)
-    mod.main(snake)
+    run_stage("tokenize", dict(data=tmp_path / "train.parquet"),
+              dict(tokens=tmp_path / "tokens_train.parquet", rejected=tmp_path / "rej.parquet"),
+              dict(tokenize={"symprec": 0.01, "tol": 0.01}, n_max=21), log=tmp_path / "tokenize.log")
     tok = pd.read_parquet(tmp_path / "tokens_train.parquet")
     rej = pd.read_parquet(tmp_path / "rej.parquet")
     assert tok["id"].tolist() == ["nacl"] and tok["G"].tolist() == [225]

@@ -5,13 +5,13 @@ train/eval steps compile once for the whole module (`_make_steps` is cached).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import subprocess
 import sys
 import textwrap
-from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -20,13 +20,20 @@ import pandas as pd
 import pytest
 
 from crystalrl.model.config import ModelConfig
-from crystalrl.train import CheckpointStore, load_model, make_optimizer, save_model, train
-from crystalrl.train.checkpoint import params_of
+from crystalrl.model.store import load_model, params_of, save_model
+from crystalrl.train.checkpoint import CheckpointStore
+from crystalrl.train.loop import TrainConfig, make_optimizer, train
 from crystalrl.train.data import DataOrder, clean_arrays
 
 SMALL = dict(num_layers=2, num_heads=4, key_size=16, model_size=32)
 LR, BS = 1e-3, 32
 KEYS = ("G", "L", "XYZ", "A", "W")
+
+
+def fit(cfg, tr, va, **kw):
+    """`train` with the run's settings given as keywords (the rest of TrainConfig from the schema)."""
+    hp = {k: kw.pop(k) for k in list(kw) if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    return train(cfg, dataclasses.replace(TrainConfig.from_dict({}), **hp), tr, va, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +107,7 @@ def test_optimizer_is_clipped_adam_with_public_schedule():
 def test_pretraining_lowers_validation_loss(alex, tmp_path):
     tr, va = alex
     path = tmp_path / "metrics.parquet"
-    train(ModelConfig(**SMALL), tr, va, lr=LR, batch_size=BS, steps=150, val_every=50,
+    fit(ModelConfig.from_dict(SMALL), tr, va, lr=LR, batch_size=BS, steps=150, val_every=50,
           metrics_path=path, seed=0)
     m = pd.read_parquet(path)
     assert list(m["step"]) == [0, 50, 100, 150]
@@ -120,15 +127,15 @@ def test_pretraining_lowers_validation_loss(alex, tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_parameters(alex, tmp_path):
     tr, va = alex
-    cfg = ModelConfig(**SMALL)
+    cfg = ModelConfig.from_dict(SMALL)
     kw = dict(lr=LR, batch_size=BS, steps=14, val_every=4, ckpt_every=4, seed=3, keep_ckpts=2)
-    full = train(cfg, tr, va, ckpt_dir=tmp_path / "a", metrics_path=tmp_path / "a.parquet", **kw)
+    full = fit(cfg, tr, va, ckpt_dir=tmp_path / "a", metrics_path=tmp_path / "a.parquet", **kw)
     # "killed" after step 7: the checkpoint of step 4 is the newest one left
-    part = train(cfg, tr, va, ckpt_dir=tmp_path / "b", metrics_path=tmp_path / "b.parquet",
+    part = fit(cfg, tr, va, ckpt_dir=tmp_path / "b", metrics_path=tmp_path / "b.parquet",
                  stop_after=7, **kw)
     assert CheckpointStore(tmp_path / "b").latest_step() == 4
     assert _max_diff(part, full) > 1e-4  # the stopped run really is somewhere else
-    resumed = train(cfg, tr, va, ckpt_dir=tmp_path / "b", metrics_path=tmp_path / "b.parquet", **kw)
+    resumed = fit(cfg, tr, va, ckpt_dir=tmp_path / "b", metrics_path=tmp_path / "b.parquet", **kw)
     assert _max_diff(resumed, full) <= 1e-6
     ma, mb = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
     cols = [c for c in ma.columns if c != "time_s"]
@@ -137,15 +144,15 @@ def test_killed_run_resumes_to_the_same_parameters(alex, tmp_path):
     assert sorted(CheckpointStore(tmp_path / "b").manager.all_steps()) == [12, 14]  # keep 2
 
     # asking for fewer steps than the checkpoints hold gives the shorter run, not the longer one
-    shorter = train(cfg, tr, va, ckpt_dir=tmp_path / "a", metrics_path=tmp_path / "a12.parquet",
+    shorter = fit(cfg, tr, va, ckpt_dir=tmp_path / "a", metrics_path=tmp_path / "a12.parquet",
                     **dict(kw, steps=12))
-    assert _max_diff(shorter, train(cfg, tr, va, **dict(kw, steps=12))) <= 1e-6
+    assert _max_diff(shorter, fit(cfg, tr, va, **dict(kw, steps=12))) <= 1e-6
     assert _max_diff(shorter, full) > 1e-4
     assert pd.read_parquet(tmp_path / "a12.parquet")["step"].max() == 12
 
     # checkpoints of another run (seed) in the same folder are discarded, not resumed
-    other = train(cfg, tr, va, ckpt_dir=tmp_path / "b", **dict(kw, seed=4, steps=4))
-    fresh = train(cfg, tr, va, **dict(kw, seed=4, steps=4))
+    other = fit(cfg, tr, va, ckpt_dir=tmp_path / "b", **dict(kw, seed=4, steps=4))
+    fresh = fit(cfg, tr, va, **dict(kw, seed=4, steps=4))
     assert _max_diff(other, fresh) <= 1e-6
 
 
@@ -155,10 +162,10 @@ def test_dropout_draws_new_masks_each_step(alex, tmp_path):
     from flax import nnx
     from jax.sharding import NamedSharding, PartitionSpec as P
 
-    from crystalrl.train.checkpoint import build_model
+    from crystalrl.model.store import build_model
     from crystalrl.train.loop import _make_steps, _rng_tags, data_mesh
     tr, _ = alex
-    model = build_model(ModelConfig(**SMALL), 0)
+    model = build_model(ModelConfig.from_dict(SMALL), 0)
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
     mesh = data_mesh()
     train_step, _ = _make_steps(graphdef, _rng_tags(model), LR, 0.0, 1.0, mesh)
@@ -177,8 +184,8 @@ def test_dropout_draws_new_masks_each_step(alex, tmp_path):
 @pytest.mark.slow
 def test_model_dir_roundtrip_and_fine_tuning_start(alex, tmp_path):
     tr, va = alex
-    cfg = ModelConfig(**SMALL)
-    model = train(cfg, tr, va, lr=LR, batch_size=BS, steps=5, val_every=5,
+    cfg = ModelConfig.from_dict(SMALL)
+    model = fit(cfg, tr, va, lr=LR, batch_size=BS, steps=5, val_every=5,
                   metrics_path=tmp_path / "base.parquet")
     save_model(tmp_path / "model", model, cfg, {"note": "base"})
     save_model(tmp_path / "model", model, cfg, {"note": "again"})  # replaces atomically
@@ -188,44 +195,41 @@ def test_model_dir_roundtrip_and_fine_tuning_start(alex, tmp_path):
     assert json.loads((tmp_path / "model" / "meta.json").read_text())["note"] == "again"
 
     # fine-tuning starts from the base parameters: its step-0 validation is the base's final one
-    ft_cfg = ModelConfig(**SMALL, dropout_rate=0.0)
-    train(ft_cfg, tr, va, lr=LR, batch_size=BS, steps=0, val_every=5, init_from=str(tmp_path / "model"),
+    ft_cfg = ModelConfig.from_dict(dict(SMALL, dropout_rate=0.0))
+    fit(ft_cfg, tr, va, lr=LR, batch_size=BS, steps=0, val_every=5, init_from=str(tmp_path / "model"),
           metrics_path=tmp_path / "ft.parquet")
     base_val = pd.read_parquet(tmp_path / "base.parquet")["val_loss"].iloc[-1]
     assert pd.read_parquet(tmp_path / "ft.parquet")["val_loss"].iloc[0] == pytest.approx(base_val, rel=1e-6)
     with pytest.raises(ValueError, match="num_layers"):
-        train(ModelConfig(**dict(SMALL, num_layers=3)), tr, va, lr=LR, batch_size=BS, steps=1,
+        fit(ModelConfig.from_dict(dict(SMALL, num_layers=3)), tr, va, lr=LR, batch_size=BS, steps=1,
               init_from=str(tmp_path / "model"))
     with pytest.raises(FileNotFoundError, match="not a crystalrl model directory"):
         load_model(tmp_path)
 
 
 @pytest.mark.slow
-def test_pretrain_script_writes_model_and_metrics_then_sft(alex, tmp_path, repo_root):
-    from crystalrl.tokenizer import arrays_to_tokens_df
+def test_train_stage_writes_model_and_metrics_then_sft(alex, tmp_path):
     from crystalrl.io import write_parquet_atomic
-    sys.path.insert(0, str(repo_root / "workflow" / "scripts"))
-    import pretrain
+    from crystalrl.stages import run_stage
+    from crystalrl.tokenizer import arrays_to_tokens_df
     tr, va = alex
     write_parquet_atomic(arrays_to_tokens_df(tr, [f"t{i}" for i in range(320)]), tmp_path / "tr.parquet")
     write_parquet_atomic(arrays_to_tokens_df(va), tmp_path / "va.parquet")
 
-    def snake(out, init=None, steps=6):
-        inp = dict(train_tokens=str(tmp_path / "tr.parquet"), val_tokens=str(tmp_path / "va.parquet"))
-        if init:
-            inp["init_model"] = init
-        return SimpleNamespace(
-            input=SimpleNamespace(**inp), threads=1, log=[str(tmp_path / f"{out}.log")],
-            output=SimpleNamespace(model=str(tmp_path / out), metrics=str(tmp_path / f"{out}.parquet")),
-            params=SimpleNamespace(model=SMALL, ckpt_dir=str(tmp_path / f"ckpt_{out}"),
-                                   train=dict(lr=LR, lr_decay=0.0, batch_size=BS, steps=steps,
-                                              val_every=3, ckpt_every=3, seed=0, clip_grad=1.0)))
-    pretrain.main(snake("base"))
+    def stage(out, init=None, steps=6):
+        run_stage("train", dict(train_tokens=tmp_path / "tr.parquet", val_tokens=tmp_path / "va.parquet",
+                                init_model=[init] if init else []),
+                  dict(model=tmp_path / out, metrics=tmp_path / f"{out}.parquet"),
+                  dict(model=SMALL, ckpt_dir=str(tmp_path / f"ckpt_{out}"), section="sft" if init else "pretrain",
+                       train=dict(lr=LR, lr_decay=0.0, batch_size=BS, steps=steps,
+                                  val_every=3, ckpt_every=3, seed=0, clip_grad=1.0)),
+                  log=tmp_path / f"{out}.log")
+    stage("base")
     model, cfg = load_model(tmp_path / "base")
-    assert cfg == ModelConfig(**SMALL)
+    assert cfg == ModelConfig.from_dict(SMALL)
     assert list(pd.read_parquet(tmp_path / "base.parquet")["step"]) == [0, 3, 6]
     assert "ETA" in (tmp_path / "base.log").read_text()
-    pretrain.main(snake("sft", init=str(tmp_path / "base"), steps=3))
+    stage("sft", init=str(tmp_path / "base"), steps=3)
     meta = json.loads((tmp_path / "sft" / "meta.json").read_text())
     assert meta["init_from"] == str(tmp_path / "base") and meta["step"] == 3
     sft = pd.read_parquet(tmp_path / "sft.parquet")
@@ -237,22 +241,21 @@ _DP_SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from crystalrl.model.config import ModelConfig
-    from crystalrl.train import train
-    from crystalrl.train.checkpoint import params_of
+    from crystalrl.model.store import params_of
     assert len(jax.devices()) == 2, jax.devices()
     sys.path.insert(0, sys.argv[4])
-    from test_train import _split
+    from test_train import _split, fit
     tr, va = _split(sys.argv[1])
-    cfg = ModelConfig(**json.loads(sys.argv[2]))
+    cfg = ModelConfig.from_dict(json.loads(sys.argv[2]))
     out = {}
     for n in (1, 2):
         path = f"{sys.argv[3]}/m{n}.parquet"
-        m = train(cfg, tr, va, lr=1e-3, batch_size=32, steps=6, val_every=2, seed=1,
+        m = fit(cfg, tr, va, lr=1e-3, batch_size=32, steps=6, val_every=2, seed=1,
                   metrics_path=path, devices=jax.devices()[:n])
         out[n] = params_of(m)
     diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), out[1], out[2])))
     try:
-        train(cfg, tr, va, lr=1e-3, batch_size=33, steps=1)
+        fit(cfg, tr, va, lr=1e-3, batch_size=33, steps=1)
         err = ""
     except ValueError as e:
         err = str(e)

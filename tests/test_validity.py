@@ -5,7 +5,6 @@ import tarfile
 import warnings
 
 import numpy as np
-import pytest
 from pymatgen.core import Lattice, Structure
 
 from crystalrl.evaluate.validity import composition_validity, structure_validity, validity_table

@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def make_workdir(tmp_path: Path, overrides: dict) -> Path:
-    """A copy of the workflow (Snakefile, rules, scripts, configs) with an extra config file."""
-    for part in ("Snakefile", "workflow", "config", "envs"):
+    """A copy of the workflow (Snakefile, rules, scripts, configs, the default workflow
+    profile and the SLURM profile) with an extra config file."""
+    for part in ("Snakefile", "workflow", "config", "envs", "profiles", "slurm"):
         src = REPO / part
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / part)
     (tmp_path / "extra.yaml").write_text(yaml.safe_dump(overrides))

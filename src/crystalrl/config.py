@@ -6,9 +6,11 @@ the config key the user wrote (`pretrain.batchsize`) and suggests the key they m
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import jsonschema
 import yaml
@@ -17,8 +19,13 @@ import yaml
 SCHEMA_PATH = Path(__file__).with_name("schema.yaml")
 
 
-class ConfigError(ValueError):
-    """A config key is unknown, mistyped or out of range."""
+class ConfigError(ValueError, KeyError):
+    """A config key is unknown, mistyped or out of range.
+
+    A ValueError, and a KeyError too, since code that predates the schema raised that
+    for unknown keys; its message prints as written (not as a quoted key)."""
+
+    __str__ = Exception.__str__
 
 
 def _with_defaults(validator_cls):
@@ -52,26 +59,89 @@ def _describe(err: jsonschema.ValidationError) -> str:
     return f"config key '{key}': {err.message}"
 
 
+@functools.lru_cache(maxsize=4)
+def _schema(schema_path: str) -> dict[str, Any]:
+    return yaml.safe_load(Path(schema_path).read_text())
+
+
+def _errors(validator_schema: dict, instance: Any, prefix: str = "") -> list[str]:
+    errors = sorted(_Validator(validator_schema).iter_errors(instance),
+                    key=lambda e: list(map(str, e.absolute_path)))
+    msgs = [_describe(e) for e in errors]
+    if prefix:  # errors of a section name its keys from the top of the config
+        msgs = [m.replace("config key '", f"config key '{prefix}.", 1).replace(f"'{prefix}.<top level>'", f"'{prefix}'")
+                for m in msgs]
+    return msgs
+
+
 def validate_config(config: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Validate `config` in place (defaults filled in) and return it.
 
     Raises ConfigError listing every bad key, so one run reports all mistakes.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise ConfigError("invalid configuration:\n" + "\n".join(_describe(e) for e in errors))
+    msgs = _errors(_schema(str(schema_path)), config)
+    if msgs:
+        raise ConfigError("invalid configuration:\n" + "\n".join(msgs))
     split = config.get("data", {}).get("split")
     if split is not None and abs(sum(split) - 1.0) > 1e-6:
         raise ConfigError(f"config key 'data.split': fractions must sum to 1, got {split}")
     return config
 
 
-def ppo_run_config(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """The settings of PPO run `name`: the `ppo` keys overridden by `ppo_runs[name]`."""
+def section(name: str, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Config section `name` validated against its schema, with the schema's defaults filled in.
+
+    The way library code gets defaults: `section("ppo", {"beta": 1.0})` is the `ppo`
+    section a user who wrote only `beta` would run with.
+    """
+    props = _schema(str(SCHEMA_PATH))["properties"]
+    if name not in props:
+        raise KeyError(f"no config section {name!r}; sections: {sorted(props)}")
+    out = copy.deepcopy(dict(values or {}))
+    msgs = _errors(props[name], out, prefix=name)
+    if msgs:
+        raise ConfigError("invalid configuration:\n" + "\n".join(msgs))
+    return out
+
+
+class SectionConfig:
+    """Base of the frozen dataclasses that mirror one schema section (`SECTION`).
+
+    `from_dict` validates a section (unknown keys and bad values are errors naming the
+    key), fills the schema's defaults and keeps this class's fields. The dataclasses set
+    no defaults of their own: the schema is the only home of defaults. Keys of the
+    section that belong to another consumer are listed in `OTHER_KEYS`.
+    """
+
+    SECTION: ClassVar[str]
+    OTHER_KEYS: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None = None, section_name: str | None = None):
+        """The config of `values` (a section as written by a user, or complete); `section_name`
+        validates against another section of the same shape (`sft` for a TrainConfig)."""
+        full = section(section_name or cls.SECTION, values)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in full.items() if k in names})
+
+    @classmethod
+    def schema_keys(cls, section_name: str | None = None) -> set[str]:
+        return set(_schema(str(SCHEMA_PATH))["properties"][section_name or cls.SECTION]["properties"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def ppo_run_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The settings of PPO run `name`: the `ppo` keys overridden by `ppo_runs[name]`, validated."""
     base = {k: v for k, v in config["ppo"].items() if k != "runs"}
-    overrides = config.get("ppo_runs", {}).get(name, {})
+    overrides = dict(config.get("ppo_runs", {}).get(name, {}))
     unknown = set(overrides) - set(base)
     if unknown:
         raise ConfigError(f"config key 'ppo_runs.{name}': unknown keys {sorted(unknown)}; allowed: {sorted(base)}")
-    return {**base, **overrides}
+    try:
+        merged = section("ppo", {**base, **overrides})
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("config key 'ppo.", f"config key 'ppo_runs.{name}.")) from None
+    merged.pop("runs", None)
+    return merged

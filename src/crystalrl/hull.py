@@ -1,18 +1,27 @@
 """Energy above the convex hull: MP2020 corrections, then a cached per-chemsys hull.
 
-Two facts drive the design:
+Three facts drive the design:
 - MLIP energies are "MP-compatible" only after pymatgen's MP2020 scheme (anion,
   GGA/GGA+U mixing corrections). `mp2020_entry` builds the entry the scheme
   expects: U values chosen exactly as `MPRelaxSet` would (its LDAUU table keyed by
-  the most electronegative element), which is also what the scheme checks.
+  the most electronegative element), which is also what the scheme checks. MLIPs
+  trained on MP2020-corrected energies (CHGNet) must not be corrected again.
+- A formation-energy table (MP's MP2020-corrected DFT values, or a user's own) is a
+  hull once the elements sit at 0. An MLIP total energy is placed on it exactly as
+  matbench-discovery does (`matbench_discovery.energy.get_e_form_per_atom` after
+  `MaterialsProject2020Compatibility().process_entries`): the corrected energy minus
+  the elemental reference energies, per atom; the references are the lowest energy
+  per atom of each element among the elemental entries, rounded to 4 decimals.
 - Building a `PhaseDiagram` costs far more than placing a point on it, and a batch
   of samples shares few chemical systems. `HullReference` indexes the reference
   entries by chemical system once and builds each phase diagram once per
   element set (the PD of exactly that chemsys, from reference entries whose
   elements are a subset of it), then caches it.
 
-References: `load_reference("mp_bundled")` (pymatgen's 423 MP entries), a JSON of
-entry dicts, the Alexandria convex-hull json.bz2, or a formation-energy CSV.
+From config: `load_hull(HullConfig.from_dict(config["hull"]))`, checked before any
+job runs by `check_config`. Without config: `load_reference("mp_bundled")`
+(pymatgen's 423 MP entries), a JSON of entry dicts, the Alexandria convex-hull
+json.bz2, a Parquet of `HullReference.to_parquet`, or a formation-energy CSV.
 """
 from __future__ import annotations
 
@@ -25,9 +34,10 @@ import lzma
 import os
 import warnings
 from collections import defaultdict
+from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -36,9 +46,15 @@ from pymatgen.core import Composition, Element, Structure
 from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
 from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
+from crystalrl.config import ConfigError, SectionConfig
+
 log = logging.getLogger(__name__)
 
 EnergyKind = Literal["total", "formation"]
+#: What a reference file holds (config key `hull.format`; "auto" = from the file name).
+FORMATS = ("entries", "formation_table", "table")
+#: `hull.reference` values that name a built-in reference instead of a file.
+KEYWORDS = ("alexandria", "mp_bundled")
 
 _COMPAT: MaterialsProject2020Compatibility | None = None
 
@@ -168,7 +184,7 @@ def _read_entry_json(path: Path) -> tuple[list[ComputedEntry], bool]:
 
 
 def _read_formation_csv(path: Path) -> list[PDEntry]:
-    """Formation-energy CSV (composition + formation_energy_per_atom) -> PDEntries."""
+    """Formation-energy CSV (composition + formation_energy_per_atom, eV/atom) -> PDEntries."""
     df = pd.read_csv(path)
     comp_col = next((c for c in ("composition", "formula", "pretty_formula") if c in df), None)
     if comp_col is None or "formation_energy_per_atom" not in df:
@@ -187,18 +203,35 @@ def _read_formation_csv(path: Path) -> list[PDEntry]:
     return out
 
 
+def elemental_ref_energies(entries: Iterable[ComputedEntry | PDEntry]) -> dict[str, float]:
+    """Element -> reference energy (eV/atom): the lowest energy per atom among its entries,
+    rounded to 4 decimals, as matbench-discovery's `mp_elemental_ref_energies`."""
+    mu: dict[str, float] = {}
+    for e in entries:
+        if len(e.composition.elements) != 1:
+            continue
+        el = e.composition.elements[0].symbol
+        mu[el] = min(mu.get(el, np.inf), e.energy_per_atom)
+    return {el: round(float(v), 4) for el, v in mu.items()}
+
+
 class HullReference:
     """Reference entries indexed by chemical system, with cached phase diagrams.
 
     `energy_kind` is "total" (entries are MP2020-compatible total energies; queries
     are MLIP energies turned into MP2020 entries) or "formation" (entries are
-    formation energies with elements at 0; queries must be formation energies).
+    formation energies with elements at 0). A formation reference with
+    `elemental_refs` (element -> eV/atom) also places MLIP total energies, as
+    matbench-discovery does: MP2020-compatible energy minus the references.
     """
 
     def __init__(self, entries: Iterable[PDEntry], energy_kind: EnergyKind = "total",
-                 name: str = "reference"):
+                 name: str = "reference", elemental_refs: Mapping[str, float] | None = None):
         self.energy_kind = energy_kind
         self.name = name
+        self.elemental_refs = dict(elemental_refs) if elemental_refs else None
+        if self.elemental_refs is not None and energy_kind != "formation":
+            raise ValueError("elemental_refs belong to a formation-energy reference")
         self.by_chemsys: dict[frozenset[str], list[PDEntry]] = defaultdict(list)
         for e in entries:
             key = frozenset(el.symbol for el in e.composition.elements)
@@ -210,20 +243,23 @@ class HullReference:
         return sum(len(v) for v in self.by_chemsys.values())
 
     def __repr__(self) -> str:
+        refs = f", {len(self.elemental_refs)} elemental references" if self.elemental_refs else ""
         return (f"HullReference({self.name!r}, {len(self)} entries, {len(self.elements)} elements, "
-                f"{self.energy_kind} energies, {len(self._pd_cache)} cached phase diagrams)")
+                f"{self.energy_kind} energies{refs}, {len(self._pd_cache)} cached phase diagrams)")
 
     def to_parquet(self, path: str | os.PathLike) -> None:
-        """Save as a compact table (name, formula, energy eV, energy_kind).
+        """Save as a compact table (name, formula, energy eV, energy_kind, role).
 
         Loading it back takes seconds where parsing the Alexandria json.bz2
-        takes minutes, so a workflow can convert the reference once.
+        takes minutes, so a workflow can convert the reference once. Elemental
+        references are rows with role "elemental_ref" (energy in eV/atom).
         """
         from .io import write_parquet_atomic
 
-        rows = [(str(getattr(e, "entry_id", None) or e.name), e.composition.formula, float(e.energy))
+        rows = [(str(getattr(e, "entry_id", None) or e.name), e.composition.formula, float(e.energy), "entry")
                 for v in self.by_chemsys.values() for e in v]
-        df = pd.DataFrame(rows, columns=["name", "formula", "energy"])
+        rows += [(f"{el} reference", el, mu, "elemental_ref") for el, mu in (self.elemental_refs or {}).items()]
+        df = pd.DataFrame(rows, columns=["name", "formula", "energy", "role"])
         df["energy_kind"] = self.energy_kind
         write_parquet_atomic(df, path)
 
@@ -265,10 +301,10 @@ class HullReference:
 
         `entries_or_pair`: a list of entries in this reference's energy space, or a
         pair `(structures, energies)` of pymatgen Structures (None allowed) and MLIP
-        total energies in eV (needs `energy_kind == "total"`). `apply_mp2020=False`
-        for MLIPs that already predict MP2020-corrected energies (CHGNet: see
-        `MLIP.mp2020_corrected`). A query that cannot be placed gets NaN and a
-        status saying why; nothing raises.
+        total energies in eV (needs total energies or elemental references).
+        `apply_mp2020=False` for MLIPs that already predict MP2020-corrected
+        energies (CHGNet: see `MLIP.mp2020_corrected`). A query that cannot be
+        placed gets NaN and a status saying why; nothing raises.
         """
         if isinstance(entries_or_pair, tuple) and len(entries_or_pair) == 2:
             entries, status = self._entries_from_pair(*entries_or_pair, ids=ids,
@@ -292,15 +328,28 @@ class HullReference:
                 status[i] = f"failed: {type(exc).__name__}: {exc}"
         return out, status
 
+    def formation_entry(self, entry: ComputedEntry) -> PDEntry:
+        """An MP2020-compatible total-energy entry -> its formation-energy PDEntry.
+
+        E_form = E - sum_i n_i mu_i (matbench-discovery's `get_e_form_per_atom`, times N).
+        Raises KeyError naming elements without a reference energy.
+        """
+        comp = entry.composition
+        missing = [el.symbol for el in comp.elements if el.symbol not in self.elemental_refs]
+        if missing:
+            raise KeyError(f"missing reference for elements: {', '.join(missing)}")
+        e_form = entry.energy - sum(n * self.elemental_refs[el.symbol] for el, n in comp.items())
+        return PDEntry(comp, e_form, name=str(entry.entry_id))
+
     def _entries_from_pair(self, structures, energies, ids=None, apply_mp2020=True):
-        if self.energy_kind != "total":
+        if self.energy_kind != "total" and self.elemental_refs is None:
             raise ValueError(f"{self.name} holds formation energies; placing MLIP total energies "
-                             "needs elemental reference entries (load_reference(..., "
-                             "elemental_entries=...)) or formation-energy queries")
+                             "needs elemental reference entries (config key 'hull.elemental_entries', "
+                             "load_reference(..., elemental_entries=...)) or formation-energy queries")
         energies = np.asarray(energies, dtype=float)
         if len(structures) != len(energies):
             raise ValueError(f"{len(structures)} structures but {len(energies)} energies")
-        entries: list[ComputedStructureEntry | None] = []
+        entries: list[PDEntry | None] = []
         status: list[str] = []
         for i, (s, en) in enumerate(zip(structures, energies)):
             sid = None if ids is None else str(ids[i])
@@ -312,11 +361,17 @@ class HullReference:
                 status.append("failed: energy is NaN")
             else:
                 try:
-                    entries.append(mp2020_entry(s, en, entry_id=sid, process=apply_mp2020))
-                    status.append("ok")
+                    e = mp2020_entry(s, en, entry_id=sid, process=apply_mp2020)
                 except Exception as exc:  # noqa: BLE001
                     entries.append(None)
                     status.append(f"failed: mp2020: {exc}")
+                    continue
+                try:
+                    entries.append(e if self.elemental_refs is None else self.formation_entry(e))
+                    status.append("ok")
+                except KeyError as exc:
+                    entries.append(None)
+                    status.append(exc.args[0])
         return entries, status
 
 
@@ -328,62 +383,194 @@ def _elemental_entries(path: str | os.PathLike) -> list[ComputedEntry]:
     return entries
 
 
-def load_reference(spec: str | os.PathLike, *, elemental_entries: str | os.PathLike | None = None,
-                   mp2020: bool | Literal["auto"] = "auto") -> HullReference:
-    """Load a hull reference set.
+def reference_format(path: str | os.PathLike) -> str:
+    """The `hull.format` a reference file has by its name (the meaning of "auto")."""
+    lower = Path(path).name.lower()
+    if ".csv" in lower:
+        return "formation_table"
+    if lower.endswith(".parquet"):
+        return "table"
+    return "entries"
 
-    spec: "mp_bundled" (pymatgen's calc_compounds.json.gz), a Parquet written by
-    `HullReference.to_parquet` (taken as is), a JSON(.gz/.bz2/.xz) of
-    ComputedEntry/ComputedStructureEntry dicts (list or dict), the Alexandria
-    convex-hull json.bz2 ({"entries": [...]}, taken as already corrected), or a
-    CSV(.gz) of composition + formation_energy_per_atom (elements placed at 0).
-    elemental_entries: optional JSON of elemental entries; added to an entry set,
-    or, for a formation-energy CSV, used to turn it into total energies so that
-    MLIP energies can be placed on it.
+
+def formation_reference(path: str | os.PathLike,
+                        elemental_entries: str | os.PathLike | None = None) -> HullReference:
+    """A formation-energy table as a hull (elements at 0 eV/atom).
+
+    With `elemental_entries`, MLIP total energies can be placed on it: rows holding an
+    element without a reference energy are left out (and logged), since no query in
+    their chemical systems could be compared with them.
+    """
+    path = Path(path)
+    formation = _read_formation_csv(path)
+    if elemental_entries is None:
+        els = sorted({el.symbol for e in formation for el in e.composition.elements})
+        zero = [PDEntry(Composition(el), 0.0, name=f"{el} (element, 0)") for el in els]
+        return HullReference(formation + zero, "formation", path.name)
+    mu = elemental_ref_energies(_elemental_entries(elemental_entries))
+    kept = [e for e in formation if all(el.symbol in mu for el in e.composition.elements)]
+    if len(kept) < len(formation):
+        log.warning("%s: %d rows hold elements without an entry in %s; left out", path,
+                    len(formation) - len(kept), elemental_entries)
+    zero = [PDEntry(Composition(el), 0.0, name=f"{el} (element, 0)") for el in sorted(mu)]
+    return HullReference(kept + zero, "formation", path.name, elemental_refs=mu)
+
+
+def _read_table(path: Path) -> HullReference:
+    df = pd.read_parquet(path)
+    kind = str(df["energy_kind"].iloc[0]) if len(df) else "total"
+    role = df["role"] if "role" in df else pd.Series("entry", index=df.index)
+    ent = df[role == "entry"]
+    refs = df[role == "elemental_ref"]
+    entries = [PDEntry(Composition(f), float(en), name=str(nm))
+               for nm, f, en in zip(ent["name"], ent["formula"], ent["energy"])]
+    mu = dict(zip(refs["formula"], refs["energy"].astype(float))) if len(refs) else None
+    return HullReference(entries, kind, path.name, elemental_refs=mu)
+
+
+def load_reference(spec: str | os.PathLike, *, elemental_entries: str | os.PathLike | None = None,
+                   mp2020: bool | Literal["auto"] = "auto", format: str = "auto") -> HullReference:
+    """Load a hull reference set (for config, use `load_hull`).
+
+    spec: "mp_bundled" (pymatgen's calc_compounds.json.gz) or a file read as `format`
+    says (see `reference_format` for "auto"): "table" (a Parquet written by
+    `HullReference.to_parquet`, taken as is), "entries" (a JSON(.gz/.bz2/.xz) of
+    ComputedEntry/ComputedStructureEntry dicts, list or dict, or the Alexandria
+    convex-hull json.bz2 {"entries": [...]}, taken as already corrected) or
+    "formation_table" (a CSV(.gz) of composition + formation_energy_per_atom).
+    elemental_entries: optional JSON of elemental entries: for a formation table, the
+    reference energies that MLIP total energies are referred to; otherwise added to
+    the entries.
     mp2020: "auto" processes entries that carry MP run parameters (not for the
     Alexandria format); True/False forces it.
     """
     spec_s = str(spec)
-    elementals = _elemental_entries(elemental_entries) if elemental_entries else []
     if spec_s == "mp_bundled":
         path, name = bundled_calc_compounds_path(), "mp_bundled"
     else:
         path, name = Path(spec_s), Path(spec_s).name
         if not path.exists():
             raise FileNotFoundError(f"hull reference not found: {path}")
-    lower = path.name.lower()
-    if lower.endswith(".parquet"):
-        df = pd.read_parquet(path)
-        kind = str(df["energy_kind"].iloc[0]) if len(df) else "total"
-        entries = [PDEntry(Composition(f), float(en), name=str(nm))
-                   for nm, f, en in zip(df["name"], df["formula"], df["energy"])]
-        return HullReference(entries, kind, name)
-    if ".csv" in lower:
-        formation = _read_formation_csv(path)
-        els = sorted({el.symbol for e in formation for el in e.composition.elements})
-        if not elementals:
-            zero = [PDEntry(Composition(el), 0.0, name=f"{el} (element, 0)") for el in els]
-            return HullReference(formation + zero, "formation", name)
-        # formation -> total: E = N * Ef + sum_i n_i mu_i, mu_i the lowest elemental entry
-        elementals = _process_mp2020(elementals, str(elemental_entries)) if mp2020 else elementals
-        mu = {}
-        for e in elementals:
-            el = e.composition.elements[0].symbol
-            mu[el] = min(mu.get(el, np.inf), e.energy_per_atom)
-        total = []
-        for e in formation:
-            lacking = [el.symbol for el in e.composition.elements if el.symbol not in mu]
-            if lacking:
-                continue  # these chemical systems then report "missing reference"
-            total.append(PDEntry(e.composition, e.energy + sum(n * mu[el.symbol] for el, n in
-                                                                e.composition.items()), name=e.name))
-        return HullReference(total + elementals, "total", name)
+    fmt = reference_format(path) if format == "auto" else format
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown hull reference format {format!r}; one of auto, {', '.join(FORMATS)}")
+    if fmt == "table":
+        return _read_table(path)
+    if fmt == "formation_table":
+        return formation_reference(path, elemental_entries)
+    elementals = _elemental_entries(elemental_entries) if elemental_entries else []
     entries, alexandria = _read_entry_json(path)
     do = (not alexandria) if mp2020 == "auto" else bool(mp2020)
     if do:
         entries = _process_mp2020(entries, name)
         elementals = _process_mp2020(elementals, str(elemental_entries))
     return HullReference(entries + elementals, "total", name)
+
+
+# ---------------------------------------------------------------- from config
+@dataclass(frozen=True)
+class HullConfig(SectionConfig):
+    """The `hull` config section (keys and defaults: the schema's `hull`).
+
+    reference: alexandria, mp_bundled or a file; format: what that file holds;
+    path/url/sha256: where the Alexandria hull is downloaded to and from;
+    elemental_entries: the elemental reference entries (required with a formation table).
+    """
+
+    SECTION: ClassVar[str] = "hull"
+
+    reference: str
+    format: str
+    path: str | None
+    url: str | None
+    sha256: str | None
+    elemental_entries: str | None
+
+    @property
+    def file_format(self) -> str | None:
+        """The format of the reference file (None for mp_bundled)."""
+        if self.reference == "mp_bundled":
+            return None
+        if self.reference == "alexandria":
+            return "entries" if self.format == "auto" else self.format
+        return reference_format(self.reference) if self.format == "auto" else self.format
+
+    @property
+    def file(self) -> str | None:
+        """The reference file the config points to (None for mp_bundled)."""
+        if self.reference == "mp_bundled":
+            return None
+        return self.path if self.reference == "alexandria" else self.reference
+
+    def input_files(self) -> list[str]:
+        """The local files a hull built from this config reads (rule inputs)."""
+        return [f for f in (self.file, self.elemental_entries) if f]
+
+
+def load_hull(cfg: HullConfig) -> HullReference:
+    """The hull reference a config describes: the one way to build a hull from config.
+
+    A formation table without `elemental_entries` is refused: the workflow places MLIP
+    total energies on the hull, and those need the elemental reference energies.
+    """
+    if cfg.file_format == "formation_table" and not cfg.elemental_entries:
+        raise ValueError(f"config key 'hull.elemental_entries': the formation-energy table {cfg.file} "
+                         "needs elemental reference entries to place MLIP energies on it")
+    if cfg.reference == "mp_bundled":
+        return load_reference("mp_bundled", elemental_entries=cfg.elemental_entries)
+    if not cfg.file:
+        raise ValueError("config key 'hull.path': reference 'alexandria' needs the path of the hull file")
+    return load_reference(cfg.file, elemental_entries=cfg.elemental_entries, format=cfg.file_format)
+
+
+def check_config(cfg_dict: Mapping[str, Any] | None, *, root: str | os.PathLike | None = None) -> list[str]:
+    """Problems of a `hull` config section that would stop a job later, each naming its key.
+
+    For the workflow's parse-time check: bad keys or values, a reference file or
+    elemental entries file that does not exist (and, for the Alexandria hull, no URL
+    to download it from), a formation table without elemental entries or without
+    the columns it needs. Relative paths are taken from `root` (default: the
+    current directory). An empty list means the hull can be built.
+    """
+    try:
+        cfg = HullConfig.from_dict(dict(cfg_dict or {}))
+    except ConfigError as exc:
+        return [line for line in str(exc).splitlines()[1:] if line]
+    base = Path(root) if root is not None else Path.cwd()
+
+    def missing(p: str) -> bool:
+        return not (base / p).exists()
+
+    problems = []
+    if cfg.reference == "mp_bundled":
+        if cfg.format != "auto":
+            problems.append(f"config key 'hull.format': {cfg.format!r} describes a reference file; "
+                            "'hull.reference' is mp_bundled (use auto)")
+    elif cfg.reference == "alexandria":
+        if not cfg.path:
+            problems.append("config key 'hull.path': reference 'alexandria' needs the path to download the hull to")
+        elif missing(cfg.path) and not cfg.url:
+            problems.append(f"config key 'hull.path': {cfg.path} does not exist and 'hull.url' is null: "
+                            "nothing to download the Alexandria hull from")
+    elif missing(cfg.reference):
+        problems.append(f"config key 'hull.reference': {cfg.reference} does not exist "
+                        f"(a reference file, or one of {', '.join(KEYWORDS)})")
+    elif cfg.file_format == "formation_table":
+        try:
+            cols = set(pd.read_csv(base / cfg.reference, nrows=0).columns)
+        except Exception as exc:  # noqa: BLE001
+            cols = set()
+            problems.append(f"config key 'hull.reference': {cfg.reference} does not read as a CSV: {exc}")
+        else:
+            if "formation_energy_per_atom" not in cols or not cols & {"composition", "formula", "pretty_formula"}:
+                problems.append(f"config key 'hull.reference': {cfg.reference} needs columns "
+                                f"'formation_energy_per_atom' and 'composition' (or 'formula'); has {sorted(cols)}")
+    if cfg.file_format == "formation_table" and not cfg.elemental_entries:
+        problems.append(f"config key 'hull.elemental_entries': the formation-energy table {cfg.file} needs "
+                        "elemental reference entries (MLIP energies are placed on it as E - sum n_i mu_i)")
+    if cfg.elemental_entries and missing(cfg.elemental_entries):
+        problems.append(f"config key 'hull.elemental_entries': {cfg.elemental_entries} does not exist")
+    return problems
 
 
 def e_above_hull(reference: HullReference, structures: Sequence[Structure | None],

@@ -24,6 +24,7 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from .mlip.base import MLIP
+from .structures import parse_many
 
 log = logging.getLogger(__name__)
 
@@ -133,26 +134,6 @@ def relax_structures(mlip: MLIP, structures: Sequence[Structure | None], *, fmax
     return df.astype({"converged": bool, "steps": int})
 
 
-def parse_cifs(cifs: Sequence[str | None]) -> tuple[list[Structure | None], list[str | None]]:
-    """CIF strings -> Structures; a CIF that fails to parse gives None and a reason."""
-    structures: list[Structure | None] = []
-    errors: list[str | None] = []
-    for cif in cifs:
-        if cif is None or (isinstance(cif, float) and np.isnan(cif)) or not str(cif).strip():
-            structures.append(None)
-            errors.append("no CIF (sample was not decoded)")
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                structures.append(Structure.from_str(str(cif), fmt="cif"))
-            errors.append(None)
-        except Exception as exc:  # noqa: BLE001
-            structures.append(None)
-            errors.append(f"CIF does not parse: {type(exc).__name__}: {exc}")
-    return structures, errors
-
-
 def relax_samples(samples: pd.DataFrame, mlip: MLIP, reference=None, *, fmax: float = 0.1,
                   max_steps: int = 500, batch_size: int = 32, fix_symmetry: bool = False,
                   id_column: str = "sample_id") -> pd.DataFrame:
@@ -165,7 +146,7 @@ def relax_samples(samples: pd.DataFrame, mlip: MLIP, reference=None, *, fmax: fl
     """
     if "cif" not in samples or id_column not in samples:
         raise KeyError(f"samples need columns {id_column!r} and 'cif'; have {list(samples.columns)}")
-    structures, errors = parse_cifs(samples["cif"].tolist())
+    structures, errors = parse_many(samples["cif"].tolist())
     df = relax_structures(mlip, structures, fmax=fmax, max_steps=max_steps,
                           batch_size=batch_size, fix_symmetry=fix_symmetry)
     for i, err in enumerate(errors):
@@ -178,7 +159,7 @@ def relax_samples(samples: pd.DataFrame, mlip: MLIP, reference=None, *, fmax: fl
         n_atoms = np.array([len(s) if s is not None else 0 for s in structures], dtype=float)
         corr = {"apply_mp2020": not mlip.mp2020_corrected}
         eh0, st0 = reference.e_above_hull((structures, df["energy_initial"].to_numpy() * n_atoms), **corr)
-        relaxed, _ = parse_cifs(df["cif_relaxed"].tolist())
+        relaxed, _ = parse_many(df["cif_relaxed"].tolist())
         eh1, _ = reference.e_above_hull((relaxed, df["energy_final"].to_numpy() * n_atoms), **corr)
         df["e_hull_initial"] = eh0
         df["e_hull_final"] = eh1
@@ -197,48 +178,3 @@ def chunk_rows(n_rows: int, chunk: int, n_chunks: int) -> np.ndarray:
     if not 0 <= chunk < n_chunks:
         raise ValueError(f"chunk {chunk} out of range for n_chunks={n_chunks}")
     return np.array_split(np.arange(n_rows), n_chunks)[chunk]
-
-
-def run_relax_chunk(samples_path, out_path, *, chunk: int, relax: dict, mlip: dict,
-                    hull: dict | None, logfile=None) -> pd.DataFrame:
-    """The `relax_chunk` stage: rows of chunk `chunk` of the samples -> relaxed Parquet.
-
-    relax: fmax, max_steps, n_chunks (and optional fix_symmetry);
-    mlip: backend, model, weights_path, device, batch_size;
-    hull: reference (None/"none" to skip), elemental_entries.
-    """
-    from .hull import load_reference
-    from .io import get_logger, write_parquet_atomic
-    from .mlip import get_mlip
-
-    logger = get_logger("relax", logfile)
-    samples = pd.read_parquet(samples_path)
-    rows = chunk_rows(len(samples), int(chunk), int(relax.get("n_chunks", 1)))
-    part = samples.iloc[rows].reset_index(drop=True)
-    logger.info("chunk %s: %d of %d samples", chunk, len(part), len(samples))
-    model = get_mlip(mlip.get("backend", "chgnet"), model=mlip.get("model"),
-                     weights_path=mlip.get("weights_path"), device=mlip.get("device") or "auto")
-    ref = None
-    if hull and hull.get("reference") not in (None, "none"):
-        ref = load_reference(hull["reference"], elemental_entries=hull.get("elemental_entries"))
-        logger.info("hull reference: %r", ref)
-    t0 = time.perf_counter()
-    df = relax_samples(part, model, ref, fmax=float(relax.get("fmax", 0.1)),
-                       max_steps=int(relax.get("max_steps", 500)),
-                       batch_size=int(mlip.get("batch_size", 32)),
-                       fix_symmetry=bool(relax.get("fix_symmetry", False)))
-    ok = (df["status"] == "ok").sum()
-    logger.info("relaxed %d/%d ok (%d converged) in %.1f s with %r", ok, len(df),
-                df["converged"].sum(), time.perf_counter() - t0, model)
-    write_parquet_atomic(df, out_path)
-    return df
-
-
-def merge_chunks(chunk_paths: Sequence, out_path) -> pd.DataFrame:
-    """Concatenate chunk Parquets (in chunk order, which is the sample order)."""
-    from .io import write_parquet_atomic
-
-    frames = [pd.read_parquet(p) for p in chunk_paths]
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    write_parquet_atomic(df, out_path)
-    return df

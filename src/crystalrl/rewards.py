@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from pymatgen.core import Structure
 
+from crystalrl.ehull import e_hull_as_generated
 from crystalrl.evaluate.validity import structure_validity
 
 
@@ -35,28 +36,12 @@ class RewardResult:
 RewardFn = Callable[[Sequence[Structure | None]], RewardResult]
 
 
-def ehull_reward(mlip, hull, *, clip: float = 10.0, batch_size: int = 64) -> RewardFn:
-    """-e_hull (eV/atom), clipped to [-clip, clip]; undecodable or failed samples get -clip."""
+def ehull_reward(mlip, hull, *, clip: float, batch_size: int | None = None) -> RewardFn:
+    """-e_hull (eV/atom) as generated (`crystalrl.ehull`), clipped to [-clip, clip];
+    samples that cannot be scored get -clip."""
 
     def reward(structures):
-        n = len(structures)
-        # Overlapping atoms (< 0.5 A) make MLIP energies meaningless and their neighbour
-        # lists explode (minutes per structure): they get the worst reward unscored.
-        # Elements without a hull reference cannot get an e_hull (NaN) whatever the MLIP says,
-        # and some (Z > 94 for CHGNet) break its batching: skip the MLIP for them too.
-        covered = getattr(hull, "elements", None)
-        ok = np.array([s is not None and structure_validity(s)[0]
-                       and (covered is None or {el.symbol for el in s.composition} <= covered)
-                       for s in structures])
-        e_hull = np.full(n, np.nan)
-        idx = np.flatnonzero(ok)
-        if idx.size:
-            subset = [structures[i] for i in idx]
-            energies = mlip.predict(subset, batch_size=batch_size, properties=("energy",))["energy"]
-            # CHGNet is trained on MP2020-corrected energies: correcting again would bias e_hull low
-            e, _status = hull.e_above_hull((subset, energies),
-                                           apply_mp2020=not getattr(mlip, "mp2020_corrected", False))
-            e_hull[idx] = e
+        e_hull, _status = e_hull_as_generated(structures, mlip, hull, batch_size=batch_size)
         valid = np.isfinite(e_hull)
         r = np.where(valid, -np.clip(np.nan_to_num(e_hull, nan=clip), -clip, clip), -clip)
         return RewardResult(reward=r, valid=valid, extras={"e_hull": e_hull})
@@ -107,23 +92,20 @@ def user_reward(spec: str) -> RewardFn:
 KNOWN = ("ehull", "dielectric_fom")
 
 
-def make_reward(name: str, *, mlip_cfg: dict[str, Any] | None = None, hull_cfg: dict[str, Any] | None = None,
-                dielectric_dirs: tuple[str, str] | None = None, clip: float = 10.0) -> RewardFn:
-    """Build the reward named in config; heavy models load once, here."""
+def make_reward(name: str, *, mlip=None, hull=None, dielectric_dirs: tuple[str, str] | None = None,
+                clip: float | None = None, batch_size: int | None = None) -> RewardFn:
+    """The reward named in config (`ppo.reward`), from models loaded once by the caller:
+    `mlip`, `hull`, `clip` (`ppo.ehull_clip`) and `batch_size` (`mlip.batch_size`) for
+    `ehull`; the trained dielectric model directories and `batch_size` for
+    `dielectric_fom`; a `module:function` needs nothing."""
     if name == "ehull":
-        from crystalrl.hull import load_reference
-        from crystalrl.mlip import get_mlip
-
-        m = dict(mlip_cfg or {})
-        mlip = get_mlip(m.pop("backend", "chgnet"), model=m.get("model"), weights_path=m.get("weights_path"),
-                        device=m.get("device", "cpu"))
-        h = hull_cfg or {}
-        hull = load_reference(h.get("reference", "mp_bundled"), elemental_entries=h.get("elemental_entries"))
-        return ehull_reward(mlip, hull, clip=clip, batch_size=m.get("batch_size", 64))
+        if mlip is None or hull is None or clip is None or batch_size is None:
+            raise ValueError("reward 'ehull' needs an MLIP, a hull reference, its clip and a batch size")
+        return ehull_reward(mlip, hull, clip=clip, batch_size=batch_size)
     if name == "dielectric_fom":
         from crystalrl.dielectric import DielectricPredictor
 
         if not dielectric_dirs:
             raise ValueError("reward 'dielectric_fom' needs the trained dielectric models (rule train_dielectric)")
-        return dielectric_fom_reward(DielectricPredictor(*dielectric_dirs))
+        return dielectric_fom_reward(DielectricPredictor(*dielectric_dirs), batch_size=batch_size or 64)
     return user_reward(name)

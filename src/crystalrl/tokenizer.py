@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from crystalrl import wyckoff as wy
+from crystalrl.structures import parse_structure
 
 MAX_Z = 118  # A tokens 1..118 (H..Og); 0 is the pad
 
@@ -245,7 +246,9 @@ def decode_many(G, L, XYZ, A, W) -> tuple[list, list]:
 
 
 # ----------------------------------------------------------------------------- token tables
-TOKEN_COLUMNS = ["id", "G", "L", "XYZ", "A", "W", "n_sites", "n_atoms"]
+#: The token arrays of a crystal, in sequence order of their meaning (space group, lattice, sites).
+TOKEN_KEYS = ("G", "L", "XYZ", "A", "W")
+TOKEN_COLUMNS = ["id", *TOKEN_KEYS, "n_sites", "n_atoms"]
 
 
 def _row(id_: str, t: Tokens) -> dict[str, Any]:
@@ -281,26 +284,11 @@ def arrays_to_tokens_df(arrays: dict[str, np.ndarray], ids: Sequence[str] | None
 
 
 # ----------------------------------------------------------------------------- batch
-def _to_structure(obj):
-    """A Structure, a CIF string, or a Structure dict -> Structure (ValueError otherwise)."""
-    from pymatgen.core import Structure
-
-    if isinstance(obj, Structure):
-        return obj
-    if isinstance(obj, dict):
-        return Structure.from_dict(obj)
-    if isinstance(obj, str):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return Structure.from_str(obj, fmt="cif")
-    raise TypeError(f"expected a Structure, CIF string or dict, got {type(obj).__name__}")
-
-
 def _encode_one(job) -> tuple[str, dict | None, str | None]:
     """Worker: never raises; returns (id, row, None) or (id, None, reason)."""
     id_, obj, n_max, symprec, tol = job
     try:
-        s = _to_structure(obj)
+        s = parse_structure(obj)
     except Exception as exc:
         return id_, None, f"{id_}: cannot parse structure ({type(exc).__name__}: {exc})"
     try:
@@ -353,30 +341,3 @@ def tokenize_many(structures_or_cifs: Iterable, ids: Sequence[str], n_max: int =
     tokens = pd.DataFrame(rows, columns=TOKEN_COLUMNS)
     tokens = tokens.astype({"G": "int64", "n_sites": "int64", "n_atoms": "int64"})
     return tokens, pd.DataFrame(rejected, columns=["id", "source", "stage", "reason"])
-
-
-def run_tokenize(data_path, tokens_path, rejected_path, n_max: int = wy.N_MAX,
-                 symprec: float = 0.01, tol: float = 0.01, processes: int = 1,
-                 log=None) -> tuple[int, int]:
-    """Workflow stage: `data/{split}.parquet` (id, cif[, source]) -> token + rejected Parquets.
-
-    Returns (n_tokenized, n_rejected). Both outputs are written atomically.
-    """
-    from crystalrl.io import get_logger, write_parquet_atomic
-
-    logger = get_logger("tokenize", log)
-    data = pd.read_parquet(data_path)
-    missing = {"id", "cif"} - set(data.columns)
-    if missing:
-        raise KeyError(f"{data_path}: missing column(s) {sorted(missing)}")
-    sources = data["source"].tolist() if "source" in data.columns else None
-    tokens, rejected = tokenize_many(data["cif"].tolist(), data["id"].tolist(), n_max=n_max,
-                                     symprec=symprec, tol=tol, processes=processes,
-                                     sources=sources)
-    for reason in rejected["reason"]:
-        logger.warning("rejected %s", reason)
-    logger.info("%s: %d tokenized, %d rejected (n_max=%d, symprec=%g, tol=%g)",
-                data_path, len(tokens), len(rejected), n_max, symprec, tol)
-    write_parquet_atomic(tokens, tokens_path)
-    write_parquet_atomic(rejected, rejected_path)
-    return len(tokens), len(rejected)

@@ -1,9 +1,17 @@
-# Config validation, paths and the small helpers every rule file uses.
+# Reads and checks the config, and derives what the rules need from it; no rule lives here.
 import os
 
-from crystalrl.config import ppo_run_config, validate_config
+from crystalrl.checks import check_config
+from crystalrl.config import ConfigError, ppo_run_config, validate_config
+from crystalrl.hull import HullConfig
+from crystalrl.stages import SAMPLE_SETS
 
 validate_config(config)
+# Files, models and importable names the config points to are checked before any job
+# runs (dry runs too), whatever results the work dir already holds.
+_problems = check_config(config)
+if _problems:
+    raise ConfigError("the configuration points to things that are not there:\n" + "\n".join(_problems))
 
 # Rule scripts inherit the environment: jobs share compiled JAX programs through this cache.
 if config["jax_cache_dir"]:
@@ -17,7 +25,6 @@ ENVS = "../../envs"
 
 MODELS = config["evaluate"]["models"]
 PPO_RUNS = config["ppo"]["runs"]
-SAMPLE_SETS = ["dist", "per_sg"]  # Fig. 3 (training distribution) and Fig. 4 (per space group)
 N_CHUNKS = config["relax"]["n_chunks"]
 SAMPLE_SEED_OFFSET = {"dist": 0, "per_sg": 1, "sft_pool": 2}
 
@@ -42,8 +49,9 @@ def threads_for(stage):
     return config["threads"][stage]
 
 
-def model_params():
-    return dict(config["model"])
+def tokens(split):
+    """The token Parquet of a split (rule tokenize; called by rules defined after it)."""
+    return expand(rules.tokenize.output.tokens, split=split)[0]
 
 
 def sample_params(wildcards):
@@ -68,11 +76,6 @@ def ppo_start_model(wildcards):
     return f"{R}/models/{ppo_params(wildcards)['start_from']}"
 
 
-def curate_input(wildcards):
-    d = config["data"]
-    return [d["path"]] if d["path"] else []
-
-
 def dielectric_spacegroups(runs):
     """Space groups the FoM runs were rewarded on (all evaluation groups if they used "train")."""
     groups = set()
@@ -80,10 +83,6 @@ def dielectric_spacegroups(runs):
         sg = ppo_run_config(config, n)["spacegroups"]
         groups |= set(sg) if isinstance(sg, list) else set(config["sample"]["spacegroups"])
     return sorted(groups)
-
-
-def eval_targets():
-    return expand(f"{R}/eval/{{model}}/{{set}}.parquet", model=MODELS, set=SAMPLE_SETS)
 
 
 # Fig. 6 compares the base model with the PPO runs rewarded by the dielectric FoM.
@@ -97,21 +96,18 @@ ALL_TARGETS = [
 ] + ([f"{R}/figures/dielectric_pareto.png"] if DIELECTRIC_RUNS else [])
 
 
+# The Alexandria hull (json.bz2, minutes to parse) is converted once to this table (rule prepare_hull).
 HULL_TABLE = f"{R}/hull/reference.parquet"
 
 
-def hull_input(wildcards=None):
-    """Files the hull reference needs: the converted Alexandria table, or the user's file."""
-    h = config["hull"]
-    if h["reference"] == "alexandria":
-        return [HULL_TABLE]
-    if h["reference"] != "mp_bundled":
-        return [h["reference"]]
-    return []
-
-
 def hull_params():
+    """The `hull` section the jobs load their hull from: the converted table for Alexandria."""
     h = dict(config["hull"])
     if h["reference"] == "alexandria":
-        h["reference"] = HULL_TABLE
+        h.update(reference=HULL_TABLE, format="table", elemental_entries=None)  # the table holds them
     return h
+
+
+def hull_input():
+    """Files the hull of the jobs is read from (rule inputs)."""
+    return HullConfig.from_dict(hull_params()).input_files()

@@ -6,7 +6,7 @@ if config["data"]["urls"]:
     rule download_data:
         """Fetch the data source (e.g. HF alex-20 CSVs) with retries and checksums."""
         output:
-            directory(config["data"]["path"]),
+            path=directory(config["data"]["path"]),
         params:
             urls=config["data"]["urls"],
             sha256=config["data"]["sha256"],
@@ -24,7 +24,7 @@ if config["data"]["urls"]:
 rule curate:
     """Parse, filter (e_hull, atoms, n_max), deduplicate and split 80/10/10 by id hash."""
     input:
-        curate_input,
+        source=[config["data"]["path"]] if config["data"]["path"] else [],
     output:
         train=f"{R}/data/train.parquet",
         val=f"{R}/data/val.parquet",
@@ -33,10 +33,9 @@ rule curate:
     params:
         data=config["data"],
         n_max=config["model"]["n_max"],
-    threads: threads_for("curate")
+    threads: rule_threads("curate")
     resources:
-        mem_mb=16000,
-        runtime=240,
+        **rule_resources("curate"),
     log:
         f"{LOGS}/curate.log",
     benchmark:
@@ -57,10 +56,9 @@ rule tokenize:
     params:
         tokenize=config["tokenize"],
         n_max=config["model"]["n_max"],
-    threads: threads_for("tokenize")
+    threads: rule_threads("tokenize")
     resources:
-        mem_mb=16000,
-        runtime=240,
+        **rule_resources("tokenize"),
     log:
         f"{LOGS}/tokenize_{{split}}.log",
     benchmark:
@@ -69,3 +67,4 @@ rule tokenize:
         f"{ENVS}/data.yaml"
     script:
         "../scripts/tokenize.py"
+

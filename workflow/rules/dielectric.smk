@@ -1,4 +1,5 @@
-# Side branch: dielectric tensor (M3GNet) and band gap (MEGNet) models for the FoM reward.
+# Side branch: dielectric tensor (M3GNet) and band gap (MEGNet) models for the FoM reward,
+# and Fig. 6 of the samples of the FoM runs.
 DIELECTRIC = f"{R}/models/dielectric"
 
 if config["dielectric"]["enabled"] and config["dielectric"]["url"]:
@@ -6,7 +7,7 @@ if config["dielectric"]["enabled"] and config["dielectric"]["url"]:
     rule download_dielectric:
         """Materials Project DFPT dielectric data (matminer `dielectric_constant`)."""
         output:
-            config["dielectric"]["data"],
+            path=config["dielectric"]["data"],
         params:
             urls=[config["dielectric"]["url"]],
             sha256={os.path.basename(config["dielectric"]["data"]): config["dielectric"]["sha256"]},
@@ -31,11 +32,9 @@ rule train_dielectric:
         metrics=f"{R}/metrics/dielectric.json",
     params:
         dielectric=config["dielectric"],
-    threads: threads_for("train")
+    threads: rule_threads("train")
     resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=720,
+        **rule_resources("train_dielectric"),
     log:
         f"{LOGS}/train_dielectric.log",
     benchmark:
@@ -44,3 +43,50 @@ rule train_dielectric:
         f"{ENVS}/mlip.yaml"
     script:
         "../scripts/train_dielectric.py"
+
+
+rule predict_dielectric:
+    """Band gap, dielectric constant and FoM of the samples of one model (for Fig. 6)."""
+    input:
+        samples=expand(rules.sample.output.samples, set="per_sg", allow_missing=True)[0],
+        eval=expand(rules.evaluate.output.eval, set="per_sg", allow_missing=True)[0],
+        eps_model=rules.train_dielectric.output.eps_model,
+        gap_model=rules.train_dielectric.output.gap_model,
+    output:
+        preds=f"{R}/dielectric/{{model}}.parquet",
+    params:
+        spacegroups=DIELECTRIC_SPACEGROUPS,
+    threads: rule_threads("mlip")
+    resources:
+        **rule_resources("predict_dielectric"),
+    log:
+        f"{LOGS}/predict_dielectric_{{model}}.log",
+    benchmark:
+        f"{BENCH}/predict_dielectric_{{model}}.tsv"
+    conda:
+        f"{ENVS}/mlip.yaml"
+    script:
+        "../scripts/predict_dielectric.py"
+
+
+rule report_dielectric:
+    """Fig. 6 and the table of top dielectric candidates (Appendix E)."""
+    input:
+        preds=expand(rules.predict_dielectric.output.preds, model=DIELECTRIC_MODELS),
+    output:
+        scatter=report(f"{R}/figures/dielectric_pareto.png", caption="../report/dielectric.rst", category="Dielectric"),
+        ehull=report(f"{R}/figures/dielectric_ehull_hist.png", caption="../report/dielectric.rst", category="Dielectric"),
+        table=report(f"{R}/tables_dielectric/top_candidates.csv", caption="../report/dielectric.rst",
+                     category="Dielectric"),
+    params:
+        stable=config["evaluate"]["stable_threshold"],
+    resources:
+        **rule_resources("report_dielectric"),
+    log:
+        f"{LOGS}/report_dielectric.log",
+    benchmark:
+        f"{BENCH}/report_dielectric.tsv"
+    conda:
+        f"{ENVS}/data.yaml"
+    script:
+        "../scripts/report_dielectric.py"

@@ -4,20 +4,18 @@
 rule evaluate:
     """Per-sample validity, e_hull (MLIP + MP2020 + hull), stable, unique, novel, S.U.N."""
     input:
-        hull_input,
-        samples=f"{R}/samples/{{model}}/{{set}}.parquet",
-        train=f"{R}/data/train.parquet",
+        hull=hull_input(),
+        samples=rules.sample.output.samples,
+        train=rules.curate.output.train,
     output:
         eval=f"{R}/eval/{{model}}/{{set}}.parquet",
     params:
         evaluate={k: v for k, v in config["evaluate"].items() if k != "models"},
         mlip=config["mlip"],
         hull=hull_params(),
-    threads: threads_for("evaluate")
+    threads: rule_threads("evaluate")
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=480,
+        **rule_resources("evaluate"),
     log:
         f"{LOGS}/evaluate_{{model}}_{{set}}.log",
     benchmark:
@@ -28,13 +26,18 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
+EVALS = expand(rules.evaluate.output.eval, model=MODELS, set=SAMPLE_SETS)
+
+
 rule sun_table:
     """S.U.N. table: a row per (model, space group) and a total row per model."""
     input:
-        evals=eval_targets(),
-        train_tokens=f"{R}/data/tokens_train.parquet",
+        evals=EVALS,
+        train_tokens=tokens("train"),
     output:
         table=f"{R}/sun_by_spacegroup.csv",
+    resources:
+        **rule_resources("sun_table"),
     log:
         f"{LOGS}/sun_table.log",
     benchmark:
@@ -48,7 +51,7 @@ rule sun_table:
 rule sun_table_default_run:
     """`snakemake results/sun_by_spacegroup.csv` builds the table of the configured run."""
     input:
-        f"{R}/sun_by_spacegroup.csv",
+        rules.sun_table.output.table,
     output:
         "results/sun_by_spacegroup.csv",
     log:

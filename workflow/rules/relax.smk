@@ -1,14 +1,14 @@
-# MLIP relaxation of samples, in chunks that SLURM spreads over GPUs.
+# The hull reference, and MLIP relaxation of samples in chunks that SLURM spreads over GPUs.
 
 if config["hull"]["reference"] == "alexandria":
 
     rule download_hull:
         """The Alexandria PBE convex hull (the paper's e_hull reference)."""
         output:
-            config["hull"]["path"],
+            path=config["hull"]["path"],
         params:
             urls=[config["hull"]["url"]],
-            sha256={os.path.basename(config["hull"]["url"]): config["hull"]["sha256"]} if config["hull"]["sha256"] else {},
+            sha256={os.path.basename(config["hull"]["path"]): config["hull"]["sha256"]} if config["hull"]["sha256"] else {},
         log:
             f"{LOGS}/download_hull.log",
         benchmark:
@@ -22,13 +22,13 @@ if config["hull"]["reference"] == "alexandria":
     rule prepare_hull:
         """Convert the hull file to a compact table once (seconds to load instead of minutes)."""
         input:
-            config["hull"]["path"],
+            source=config["hull"]["path"],
         output:
-            HULL_TABLE,
+            table=HULL_TABLE,
         params:
-            elemental_entries=config["hull"]["elemental_entries"],
+            hull=config["hull"],
         resources:
-            mem_mb=32000,
+            **rule_resources("prepare_hull"),
         log:
             f"{LOGS}/prepare_hull.log",
         benchmark:
@@ -42,19 +42,18 @@ if config["hull"]["reference"] == "alexandria":
 rule relax_chunk:
     """FIRE + FrechetCellFilter relaxation of one chunk; failures are marked, not fatal."""
     input:
-        hull_input,
-        samples=f"{R}/samples/{{model}}/{{set}}.parquet",
+        hull=hull_input(),
+        samples=rules.sample.output.samples,
     output:
         chunk=temp(f"{R}/relax/{{model}}/{{set}}/chunk_{{chunk}}.parquet"),
     params:
         relax=config["relax"],
         mlip=config["mlip"],
         hull=hull_params(),
-    threads: threads_for("mlip")
+        chunk=lambda w: int(w.chunk),
+    threads: rule_threads("mlip")
     resources:
-        gpu=1,
-        mem_mb=16000,
-        runtime=480,
+        **rule_resources("relax_chunk"),
     log:
         f"{LOGS}/relax_{{model}}_{{set}}_{{chunk}}.log",
     benchmark:
@@ -68,9 +67,11 @@ rule relax_chunk:
 rule merge_relax:
     """Gather the relaxed chunks into one table per sample set."""
     input:
-        chunks=expand(f"{R}/relax/{{{{model}}}}/{{{{set}}}}/chunk_{{chunk}}.parquet", chunk=range(N_CHUNKS)),
+        chunks=expand(rules.relax_chunk.output.chunk, chunk=range(N_CHUNKS), allow_missing=True),
     output:
         relaxed=f"{R}/relax/{{model}}/{{set}}.parquet",
+    resources:
+        **rule_resources("merge_relax"),
     log:
         f"{LOGS}/merge_relax_{{model}}_{{set}}.log",
     benchmark:

@@ -4,11 +4,13 @@
 rule sft_data:
     """Keep relaxed base samples with e_hull below the threshold as SFT training data."""
     input:
-        relaxed=f"{R}/relax/base/sft_pool.parquet",
+        relaxed=expand(rules.merge_relax.output.relaxed, model="base", set="sft_pool")[0],
     output:
         data=f"{R}/data/sft_train.parquet",
     params:
         e_hull_max=config["sft"]["e_hull_max"],
+    resources:
+        **rule_resources("sft_data"),
     log:
         f"{LOGS}/sft_data.log",
     benchmark:
@@ -22,21 +24,20 @@ rule sft_data:
 rule sft:
     """Fine-tune the base model on its own relaxed, stable samples (the pretrain loop)."""
     input:
-        train_tokens=f"{R}/data/tokens_sft_train.parquet",
-        val_tokens=f"{R}/data/tokens_val.parquet",
-        init_model=f"{R}/models/base",
+        train_tokens=tokens("sft_train"),
+        val_tokens=tokens("val"),
+        init_model=rules.pretrain.output.model,
     output:
         model=directory(f"{R}/models/sft"),
         metrics=f"{R}/metrics/sft.parquet",
     params:
-        model=model_params(),
-        train={k: v for k, v in config["sft"].items() if k not in ("n_samples", "e_hull_max")},
+        model=config["model"],
+        train=config["sft"],
+        section="sft",
         ckpt_dir=f"{R}/checkpoints/sft",
-    threads: threads_for("train")
+    threads: rule_threads("train")
     resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=720,
+        **rule_resources("sft"),
     log:
         f"{LOGS}/sft.log",
     benchmark:
@@ -44,17 +45,18 @@ rule sft:
     conda:
         f"{ENVS}/model.yaml"
     script:
-        "../scripts/pretrain.py"
+        "../scripts/train.py"
 
 
 rule ppo:
     """PPO fine-tuning with a reward (Eq. 1): reward - beta KL(policy || start model)."""
     input:
-        hull_input,
+        hull=hull_input(),
         start_model=ppo_start_model,
-        train_tokens=f"{R}/data/tokens_train.parquet",
+        train_tokens=tokens("train"),
         dielectric=lambda w: (
-            [f"{DIELECTRIC}/eps", f"{DIELECTRIC}/gap"] if ppo_params(w)["reward"] == "dielectric_fom" else []
+            [rules.train_dielectric.output.eps_model, rules.train_dielectric.output.gap_model]
+            if ppo_params(w)["reward"] == "dielectric_fom" else []
         ),
     output:
         model=directory(f"{R}/models/ppo_{{name}}"),
@@ -64,11 +66,9 @@ rule ppo:
         mlip=config["mlip"],
         hull=hull_params(),
         ckpt_dir=lambda w: f"{R}/checkpoints/ppo_{w.name}",
-    threads: threads_for("train")
+    threads: rule_threads("train")
     resources:
-        gpu=1,
-        mem_mb=32000,
-        runtime=1440,
+        **rule_resources("ppo"),
     log:
         f"{LOGS}/ppo_{{name}}.log",
     benchmark:

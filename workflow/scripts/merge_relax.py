@@ -1,10 +1,5 @@
-"""Snakemake script for rule `merge_relax`: chunk Parquets -> one relaxed table."""
-from crystalrl.relax import merge_chunks
-
-
-def main(snakemake):
-    merge_chunks(list(snakemake.input.chunks), snakemake.output.relaxed)
-
+"""Rule script: runs stage `merge_relax` (crystalrl.stages.merge_relax) with this job's files, params, log and threads."""
+from crystalrl.stages import main
 
 if "snakemake" in globals():
-    main(snakemake)  # noqa: F821
+    main("merge_relax", snakemake)  # noqa: F821

@@ -24,10 +24,8 @@ removing rows never moves another row between splits.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 import math
-import os
 import time
 import warnings
 from collections import defaultdict, deque
@@ -40,7 +38,8 @@ from multiprocessing import get_context
 import numpy as np
 import pandas as pd
 
-from crystalrl.data.sources import Row, parse_structure, read_source
+from crystalrl.data.sources import Row
+from crystalrl.structures import parse_structure
 
 SPLITS = ("train", "val", "test")
 OUTPUT_COLUMNS = ["id", "source", "cif", "formula", "n_atoms", "spacegroup", "e_above_hull", "split"]
@@ -145,7 +144,7 @@ def _dedupe_groups(groups: list[list[dict]]) -> list[tuple]:
         for rec in group:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                s = Structure.from_str(rec["cif"], fmt="cif")
+                s = parse_structure(rec["cif"])
                 dup = next((rid for rid, r in reps if sm.fit(r, s)), None)
             if dup is None:
                 reps.append((rec["id"], s))
@@ -271,71 +270,3 @@ def curate(rows: Iterable[Row], *, max_atoms: int = 20, e_hull_max: float = 0.1,
     rej = _frame([dict(zip(REJECTED_COLUMNS, r)) for r in rejected], REJECTED_COLUMNS)
     lg.info("curate: %s; %d rejected", ", ".join(f"{k} {len(v)}" for k, v in splits.items()), len(rej))
     return splits, rej
-
-
-# ---------------------------------------------------------------- workflow entry
-def _urls(data_cfg: dict) -> list[str]:
-    urls = data_cfg.get("urls") or data_cfg.get("url") or []
-    return [urls] if isinstance(urls, str) else list(urls)
-
-
-def fetch_inputs(data_cfg: dict, logger: logging.Logger | None = None):
-    """Download `data.url(s)` into the folder `data.path` (skipped when present with the
-    right `data.sha256`); return the path the reader should use."""
-    from pathlib import Path
-
-    from crystalrl.data.download import download
-
-    urls, path = _urls(data_cfg), data_cfg.get("path")
-    if not urls:
-        return path
-    if not path:
-        raise ValueError("data.path: required as the download folder when data.url/data.urls is set")
-    sha = data_cfg.get("sha256")
-    if isinstance(sha, str) or sha is None:
-        sha = [sha] * len(urls) if (sha is None or len(urls) == 1) else None
-        if sha is None:
-            raise ValueError("data.sha256: one string given for several data.urls; "
-                             "give a list or a {file name: sha256} mapping")
-    elif isinstance(sha, dict):
-        sha = [sha.get(u.rsplit("/", 1)[-1]) for u in urls]
-    elif len(sha) != len(urls):
-        raise ValueError(f"data.sha256: {len(sha)} checksums for {len(urls)} URLs")
-    folder = Path(path)
-    for url, h in zip(urls, sha):
-        download(url, folder / url.rsplit("/", 1)[-1], sha256=h)
-    (logger or log).info("curate: %d file(s) ready in %s", len(urls), folder)
-    return [str(folder / u.rsplit("/", 1)[-1]) for u in urls]
-
-
-def run_curate(data_cfg: dict, out_paths: dict, threads: int = 1,
-               log: str | os.PathLike | logging.Logger | None = None) -> dict[str, int]:
-    """Pick the source from `data_cfg`, curate it, write train/val/test/rejected Parquets.
-
-    `out_paths` maps "train", "val", "test", "rejected" to files; each is written
-    atomically. Returns the row count of each output.
-    """
-    from crystalrl.io import get_logger, write_parquet_atomic
-
-    lg = log if isinstance(log, logging.Logger) else get_logger("crystalrl.curate", log)
-    if not isinstance(data_cfg, dict):
-        raise ValueError(f"data: expected a mapping, got {type(data_cfg).__name__}")
-    source = data_cfg.get("source")
-    if source is None:
-        raise ValueError("data.source: missing")
-    path = fetch_inputs(data_cfg, lg)
-    rows = read_source(str(source), path)
-    if data_cfg.get("limit"):
-        rows = itertools.islice(rows, int(data_cfg["limit"]))  # quick runs on the first rows
-    splits, rejected = curate(
-        rows, max_atoms=data_cfg.get("max_atoms", 20), e_hull_max=data_cfg.get("e_hull_max", 0.1),
-        n_max=data_cfg.get("n_max", 21), split=tuple(data_cfg.get("split", (0.8, 0.1, 0.1))),
-        seed=int(data_cfg.get("seed", 42)), dedupe=bool(data_cfg.get("dedupe", True)),
-        processes=threads, logger=lg)
-    missing = [k for k in (*SPLITS, "rejected") if k not in out_paths]
-    if missing:
-        raise ValueError(f"out_paths: missing {missing}")
-    for name, df in splits.items():
-        write_parquet_atomic(df, out_paths[name])
-    write_parquet_atomic(rejected, out_paths["rejected"])
-    return {**{k: len(v) for k, v in splits.items()}, "rejected": len(rejected)}

@@ -121,3 +121,15 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
                         url, exc, attempt + 1, retries, wait)
             time.sleep(wait)
     raise DownloadError(f"could not download {url} after {attempt + 1} attempt(s): {last}") from last
+
+
+def download_into(folder: str | os.PathLike, urls: list[str],
+                  sha256: dict[str, str] | None = None) -> list[Path]:
+    """Download every URL into `folder` (file name = the URL's last part), each checked
+    against `sha256[file name]` when given. Returns the files, in URL order."""
+    sha256 = dict(sha256 or {})
+    names = [url.rsplit("/", 1)[-1] for url in urls]
+    unknown = sorted(set(sha256) - set(names))
+    if unknown:
+        raise ValueError(f"sha256 given for {unknown}, which no URL downloads (files: {names})")
+    return [download(url, Path(folder) / name, sha256=sha256.get(name)) for url, name in zip(urls, names)]

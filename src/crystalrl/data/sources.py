@@ -1,7 +1,7 @@
 """Readers for every data source, each a lazy stream of `Row`s.
 
 A reader only finds rows; it never parses structures. Parsing (the expensive part)
-happens in `crystalrl.data.curate`'s worker processes via `parse_structure`, so a
+happens in `crystalrl.data.curate`'s worker processes (`crystalrl.structures`), so a
 1.3 M-row Alex-20 CSV streams through in chunks and a bad row is rejected there
 with the location recorded here (`Row.loc`, e.g. "train.csv row 1234").
 
@@ -15,11 +15,11 @@ Sources (`data.source` in the config):
   `mat_id`; structure in `cif` or `structure` (a CIF, or `str(Structure.as_dict())`
   as the public CrystalFormer code writes); `e_above_hull` if present.
 - `cif_dir`: a folder, a glob or a `.tar.gz`/`.tgz`/`.tar` of `*.cif` (id = file stem).
-- `demo`: the offline demo set (`crystalrl.data.demo`).
+- `demo`: the offline demo set: the real prototype crystals that ship inside
+  pymatgen (`read_demo`).
 """
 from __future__ import annotations
 
-import ast
 import bz2
 import glob
 import gzip
@@ -28,7 +28,7 @@ import lzma
 import math
 import os
 import tarfile
-import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -52,40 +52,6 @@ class Row(NamedTuple):
     structure: Any
     e_above_hull: float
     loc: str
-
-
-def parse_structure(obj: Any):
-    """Turn CIF text, a Structure dict (or its str/JSON form) or a Structure into a Structure.
-
-    Raises ValueError with a short reason when it cannot. `ast.literal_eval`, never
-    `eval`: the dict form comes from untrusted CSVs. pymatgen's CIF warnings (e.g.
-    "coordinates rounded") are silenced: they would flood the log for 1.3 M rows.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _parse_structure(obj)
-
-
-def _parse_structure(obj: Any):
-    from pymatgen.core import Structure
-
-    if isinstance(obj, Structure):
-        return obj
-    if isinstance(obj, dict):
-        return Structure.from_dict(obj)
-    if not isinstance(obj, str) or not obj.strip():
-        raise ValueError(f"empty or non-text structure field ({type(obj).__name__})")
-    text = obj.strip()
-    if text.startswith("{"):
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError:
-            d = ast.literal_eval(text)
-        return Structure.from_dict(d)
-    s = Structure.from_str(text, fmt="cif")
-    if len(s) == 0:
-        raise ValueError("CIF holds no atoms")
-    return s
 
 
 def expand_paths(path: str | os.PathLike | Iterable, patterns: tuple[str, ...] = ("*",)) -> list[Path]:
@@ -198,13 +164,49 @@ def read_cif_dir(path) -> Iterator[Row]:
                   math.nan, str(f))
 
 
+# ---------------------------------------------------------------- demo
+DEMO_SOURCE = "demo:aflow_prototypes"
+DEMO_MAX_ATOMS = 20
+
+
+def read_demo(max_atoms: int = DEMO_MAX_ATOMS) -> Iterator[Row]:
+    """The offline demo set as `Row`s (structure = pymatgen `Structure`).
+
+    What it is: the structures of pymatgen's `AFLOW_PROTOTYPE_LIBRARY` (the AFLOW
+    Library of Crystallographic Prototypes, Mehl et al. 2017 / Hicks et al. 2019, as
+    bundled in `pymatgen/analysis/prototypes`), keeping those with at most 20 atoms in
+    the stored cell: **250 of the 288 prototypes, 90 space groups (spglib, symprec
+    0.1), 67 elements**, all ordered. Each prototype is decorated with the elements of
+    its archetype compound (e.g. `AB_cF8_225_a_b` is NaCl), so these are genuine
+    crystal structures, not random ones. No energies: `e_above_hull` is NaN.
+
+    Why: the demo run must go through the whole DAG on a machine that only reaches the
+    package index, so its data must install with the dependencies.
+
+    Ids are `aflow:<AFLOW label>`; nine labels occur twice in the library (different
+    archetypes of one prototype), the second occurrence gets `aflow:<label>.2`. The
+    order is the library's, so the set and its ids are deterministic.
+    """
+    from pymatgen.analysis.prototypes import AFLOW_PROTOTYPE_LIBRARY  # loads a bundled json
+
+    seen: Counter[str] = Counter()
+    for i, proto in enumerate(AFLOW_PROTOTYPE_LIBRARY):
+        label = proto["tags"]["aflow"]
+        seen[label] += 1
+        structure = proto["snl"].structure
+        if len(structure) > max_atoms:
+            continue
+        rid = f"aflow:{label}" if seen[label] == 1 else f"aflow:{label}.{seen[label]}"
+        yield Row(rid, DEMO_SOURCE, structure, math.nan,
+                  f"pymatgen AFLOW_PROTOTYPE_LIBRARY entry {i} ({label})")
+
+
 def read_source(source: str, path=None) -> Iterator[Row]:
     """Dispatch on `data.source`; raises ValueError naming the key when it is wrong."""
     if source not in SOURCES:
         raise ValueError(f"data.source: unknown source {source!r}; expected one of {list(SOURCES)}")
     if source == "demo":
-        from crystalrl.data.demo import demo_rows
-        return demo_rows()
+        return read_demo()
     if path in (None, "", []):
         raise ValueError(f"data.path: required for data.source={source!r} (a file, folder, "
                          f"glob or tarball)")

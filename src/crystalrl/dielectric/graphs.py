@@ -15,6 +15,7 @@ from pymatgen.core import Structure
 from torch_geometric.data import Batch, Data
 
 from crystalrl.mlip.base import basic_check
+from crystalrl.structures import parse_structure
 
 
 @dataclass
@@ -25,23 +26,11 @@ class Graph:
     lattice_133: torch.Tensor
 
 
-def to_structure(obj) -> Structure:
-    """Accept a pymatgen Structure, an ASE Atoms, or a CIF string."""
-    if isinstance(obj, Structure):
-        return obj
-    if isinstance(obj, str):
-        return Structure.from_str(obj, fmt="cif")
-    if obj.__class__.__name__ == "Atoms":
-        from pymatgen.io.ase import AseAtomsAdaptor
-        return AseAtomsAdaptor.get_structure(obj)
-    raise TypeError(f"expected Structure, ase.Atoms or CIF str, got {type(obj).__name__}")
-
-
 def structure_to_graph(structure, element_types: tuple[str, ...], cutoff: float) -> Graph:
     """Convert one structure; raise ValueError with a readable reason when it can't be."""
     from matgl.ext.pymatgen import Structure2Graph
 
-    structure = to_structure(structure)
+    structure = parse_structure(structure)
     if not structure.is_ordered:
         raise ValueError("disordered structure (partial occupancies)")
     unknown = sorted({el.symbol for el in structure.composition.elements} - set(element_types))

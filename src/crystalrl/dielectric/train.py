@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crystalrl.config import section
 from crystalrl.dielectric.data import VOIGT_ORDER, eps_from_voigt, load_dielectric_dataset
 from crystalrl.dielectric.fit import fit, predict_graphs
 from crystalrl.dielectric.graphs import convert_many, resolve_device
@@ -24,35 +25,15 @@ from crystalrl.io import atomic_dir
 
 META_FILE = "crystalrl.json"
 
-DEFAULTS: dict = {
-    "target": "total",                 # "total" (paper) or "electronic"
-    "component_range": [-100.0, 100.0],
-    "seed": 0,
-    "epochs": 40,
-    "batch_size": 64,                  # paper
-    "lr": 1.0e-3,                      # paper 1e-4 (with ~7,000 rows and long training)
-    "max_minutes": None,               # stop training after this wall time (None: no limit)
-    "device": "cpu",                   # "cpu", "cuda" or "auto"
-    "model": {"units": 32, "dim_node_embedding": 32, "dim_edge_embedding": 32, "nblocks": 2,
-              "cutoff": 5.0, "threebody_cutoff": 4.0, "max_n": 3, "max_l": 3},
-    "band_gap": {
-        "pretrained_path": None,       # local MEGNet-MP-2019.4.1-BandGap-mfi directory
-        "epochs": 60, "batch_size": 64, "lr": 1.0e-3, "max_minutes": None,
-        "model": {"dim_node_embedding": 16, "dim_edge_embedding": 100, "dim_state_embedding": 16,
-                  "ntypes_state": 5, "nblocks": 3, "cutoff": 4.0},
-    },
-}
-
-
 WORKFLOW_ONLY_KEYS = ("enabled", "data", "url", "sha256")  # read by the rules, not here
 
 
 def merged_config(cfg: dict | None) -> dict:
-    """DEFAULTS overlaid with `cfg` (nested dicts merged key by key).
+    """The `dielectric` config section with the schema's defaults, as the trainer reads it.
 
-    Also accepts the workflow's flat spelling: `band_gap_pretrained` (a path or null)
-    for `band_gap.pretrained_path`, and `extra` (a dict merged last). Unknown keys
-    raise, so a typo never silently falls back to a default.
+    `band_gap_pretrained` (a path or null) is the flat spelling of
+    `band_gap.pretrained_path`, and `extra` (a dict) is merged last, key by key. Unknown
+    keys raise, so a typo never silently falls back to a default.
     """
     def merge(base: dict, over: dict, where: str) -> dict:
         out = dict(base)
@@ -65,10 +46,9 @@ def merged_config(cfg: dict | None) -> dict:
                 out[k] = {**base[k], **v}
         return out
 
-    cfg = {k: v for k, v in (cfg or {}).items() if k not in WORKFLOW_ONLY_KEYS}
-    extra = cfg.pop("extra", None) or {}
-    pretrained = cfg.pop("band_gap_pretrained", None)
-    out = merge(merge(DEFAULTS, cfg, ""), extra, "")
+    full = section("dielectric", cfg)
+    extra, pretrained = full.pop("extra"), full.pop("band_gap_pretrained")
+    out = merge({k: v for k, v in full.items() if k not in WORKFLOW_ONLY_KEYS}, extra, "")
     if pretrained is not None:
         out["band_gap"] = {**out["band_gap"], "pretrained_path": pretrained}
     return out

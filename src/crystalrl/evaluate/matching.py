@@ -33,8 +33,8 @@ from pymatgen.core import Composition, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from crystalrl.io import get_logger
+from crystalrl.structures import parse_structure
 
-DEFAULT_MATCHER = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}  # pymatgen's defaults
 SYMPREC = 0.1  # as the curated data's `spacegroup` column
 
 _log = get_logger(__name__)
@@ -83,7 +83,8 @@ def _structure_key(structure: Structure, use_spacegroup: bool) -> tuple:
 
 
 def _matcher(matcher_kw: dict | None) -> StructureMatcher:
-    return StructureMatcher(**{**DEFAULT_MATCHER, **(matcher_kw or {})})
+    """StructureMatcher with `matcher_kw` (config `evaluate.matcher`; pymatgen's defaults where absent)."""
+    return StructureMatcher(**(matcher_kw or {}))
 
 
 def _reduce(sm: StructureMatcher, s: Structure) -> Structure:
@@ -95,12 +96,6 @@ def _fits(sm: StructureMatcher, ref_red: Structure, s_red: Structure) -> bool:
     if not sm._supercell and not sm._subset and len(ref_red) != len(s_red):
         return False
     return bool(sm.fit(ref_red, s_red, skip_structure_reduction=True))
-
-
-def _parse_cif(cif: str) -> Structure:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Structure.from_str(cif, fmt="cif")
 
 
 # ---------- worker tasks (module-level so that they pickle) ----------
@@ -132,7 +127,7 @@ def _novel_task(structures: list[Structure], ref_cifs: list[str], matcher_kw: di
         for j, cif in enumerate(ref_cifs):
             if refs[j] is None:
                 try:
-                    refs[j] = _reduce(sm, _parse_cif(cif))
+                    refs[j] = _reduce(sm, parse_structure(cif))
                 except Exception as err:
                     _log.warning("reference CIF #%d of group %s unreadable, skipped: %r",
                                  j, s.composition.reduced_formula, err)
@@ -190,7 +185,7 @@ class NoveltyIndex:
 
     def __init__(self, reference: pd.DataFrame | Sequence[str | Structure],
                  matcher_kw: dict | None = None, use_spacegroup: bool = False):
-        self.matcher_kw = {**DEFAULT_MATCHER, **(matcher_kw or {})}
+        self.matcher_kw = dict(matcher_kw or {})
         self.use_spacegroup = use_spacegroup
         if isinstance(reference, pd.DataFrame):
             if "cif" not in reference.columns:
@@ -218,7 +213,7 @@ class NoveltyIndex:
                     key = key_cache[f] = formula_key(f)
                 if use_spacegroup:
                     sg = sgs[row] if sgs is not None else None
-                    sg = int(sg) if sg is not None and not pd.isna(sg) else spacegroup_number(_parse_cif(cif))
+                    sg = int(sg) if sg is not None and not pd.isna(sg) else spacegroup_number(parse_structure(cif))
                     gkey = (key, sg)
                 else:
                     gkey = (key,)
@@ -233,7 +228,7 @@ class NoveltyIndex:
     @staticmethod
     def _formula_from_cif(cif: str) -> str:
         m = _CIF_FORMULA_SUM.search(cif)
-        return m.group(1) if m else _parse_cif(cif).composition.formula
+        return m.group(1) if m else parse_structure(cif).composition.formula
 
     @property
     def n_groups(self) -> int:

@@ -12,70 +12,50 @@ Definitions (paper, Sec. 3; MatterGen's S.U.N.):
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 
-from crystalrl.evaluate.matching import DEFAULT_MATCHER, NoveltyIndex, unique_mask
-from crystalrl.evaluate.validity import MIN_DISTANCE, MIN_VOLUME, OXIDATION_STATES_SET, validity_table
-from crystalrl.io import get_logger
+from crystalrl.config import SectionConfig
+from crystalrl.evaluate.matching import NoveltyIndex, unique_mask
+from crystalrl.evaluate.validity import validity_table
+from crystalrl.structures import parse_many
 
-DEFAULTS = {
-    "stable_threshold": 0.1,         # eV/atom
-    "matcher": dict(DEFAULT_MATCHER),  # StructureMatcher kwargs
-    "match_spacegroup": False,       # also require equal spglib space group before matching
-    "processes": 1,                  # worker processes for matching
-    "min_distance": MIN_DISTANCE,
-    "min_volume": MIN_VOLUME,
-    "oxidation_states_set": OXIDATION_STATES_SET,
-}
 METRICS = ("valid", "stable", "unique", "novel", "sun")
 
-_log = get_logger(__name__)
+
+@dataclass(frozen=True)
+class EvaluateConfig(SectionConfig):
+    """How samples are judged: config section `evaluate` (defaults in the schema)."""
+
+    SECTION = "evaluate"
+    OTHER_KEYS = ("models",)  # which models to evaluate, not how
+
+    stable_threshold: float
+    match_spacegroup: bool
+    min_distance: float
+    min_volume: float
+    oxidation_states_set: str
+    matcher: dict
 
 
-def _cfg(config: Mapping | None) -> dict:
-    cfg = {**DEFAULTS, **(config or {})}
-    cfg["matcher"] = {**DEFAULT_MATCHER, **(cfg.get("matcher") or {})}
-    return cfg
-
-
-def parse_cifs(cifs: Sequence, ids: Sequence | None = None) -> tuple[list[Structure | None], list[str]]:
-    """Structures from CIF strings; None plus a reason naming the row where parsing fails."""
-    out, why = [], []
-    for i, cif in enumerate(cifs):
-        name = f"sample {ids[i]!r}" if ids is not None else f"row {i}"
-        if not isinstance(cif, str) or not cif.strip():
-            out.append(None)
-            why.append(f"{name}: no CIF (decoding failed)")
-            continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out.append(Structure.from_str(cif, fmt="cif"))
-            why.append("")
-        except Exception as err:
-            out.append(None)
-            why.append(f"{name}: CIF does not parse: {err!r}")
-    return out, why
-
-
-def evaluate_samples(samples_df: pd.DataFrame, *, train_df: pd.DataFrame | None = None,
-                     e_hull: Sequence[float], config: Mapping | None = None,
+def evaluate_samples(samples_df: pd.DataFrame, *, e_hull: Sequence[float], config: EvaluateConfig,
+                     train_df: pd.DataFrame | None = None,
                      structures: Sequence[Structure | None] | None = None,
-                     novelty_index: NoveltyIndex | None = None) -> pd.DataFrame:
+                     validity: pd.DataFrame | None = None,
+                     novelty_index: NoveltyIndex | None = None, processes: int = 1) -> pd.DataFrame:
     """Per-sample table: `sample_id, G, seconds, formula, n_atoms, valid_struct, valid_comp,
     valid, e_hull, stable, unique, novel, sun, reason` (G/seconds copied when present).
 
     `samples_df` needs `cif` (null where decoding failed); `e_hull` (n,) in eV/atom
     (NaN where unknown); `train_df` (`cif`, `formula`, `spacegroup`) or a prebuilt
-    `novelty_index`; `structures` skips re-parsing the CIFs. `config` keys: see DEFAULTS.
+    `novelty_index`; `structures` skips re-parsing the CIFs and `validity` (a
+    `validity_table` of them) recomputing validity.
     """
-    cfg = _cfg(config)
+    cfg = config
     n = len(samples_df)
     e_hull = np.asarray(e_hull, dtype=float)
     if e_hull.shape != (n,):
@@ -84,9 +64,9 @@ def evaluate_samples(samples_df: pd.DataFrame, *, train_df: pd.DataFrame | None 
     if structures is None:
         if "cif" not in samples_df:
             raise KeyError(f"samples table needs a 'cif' column; it has {list(samples_df.columns)}")
-        structures, parse_why = parse_cifs(samples_df["cif"].tolist(), ids)
+        structures, parse_why = parse_many(samples_df["cif"].tolist(), ids)
     else:
-        parse_why = ["" if s is not None else f"sample {ids[i]!r}: no structure" for i, s in enumerate(structures)]
+        parse_why = [None if s is not None else f"sample {ids[i]!r}: no structure" for i, s in enumerate(structures)]
     if len(structures) != n:
         raise ValueError(f"{len(structures)} structures for {n} sample rows")
 
@@ -96,24 +76,25 @@ def evaluate_samples(samples_df: pd.DataFrame, *, train_df: pd.DataFrame | None 
             out[col] = samples_df[col].to_numpy()
     out["formula"] = [s.composition.reduced_formula if s is not None else None for s in structures]
     out["n_atoms"] = [len(s) if s is not None else 0 for s in structures]
-    val = validity_table(structures, cfg["min_distance"], cfg["min_volume"], cfg["oxidation_states_set"])
+    val = validity if validity is not None else \
+        validity_table(structures, cfg.min_distance, cfg.min_volume, cfg.oxidation_states_set)
     for col in ("valid_struct", "valid_comp", "valid"):
         out[col] = val[col].to_numpy()
     out["e_hull"] = e_hull
-    out["stable"] = np.nan_to_num(e_hull, nan=np.inf) < float(cfg["stable_threshold"])
+    out["stable"] = np.nan_to_num(e_hull, nan=np.inf) < float(cfg.stable_threshold)
 
     valid_idx = np.flatnonzero(out["valid"].to_numpy())
     valid_structs = [structures[i] for i in valid_idx]
     unique = np.zeros(n, dtype=bool)
     novel = np.zeros(n, dtype=bool)
     if len(valid_idx):
-        unique[valid_idx] = unique_mask(valid_structs, cfg["matcher"], cfg["match_spacegroup"],
-                                        processes=int(cfg["processes"]))
+        unique[valid_idx] = unique_mask(valid_structs, cfg.matcher, cfg.match_spacegroup,
+                                        processes=processes)
         if novelty_index is None:
             if train_df is None:
                 raise ValueError("evaluate_samples needs train_df or novelty_index to decide novelty")
-            novelty_index = NoveltyIndex(train_df, cfg["matcher"], cfg["match_spacegroup"])
-        novel[valid_idx] = novelty_index.is_novel(valid_structs, processes=int(cfg["processes"]))
+            novelty_index = NoveltyIndex(train_df, cfg.matcher, cfg.match_spacegroup)
+        novel[valid_idx] = novelty_index.is_novel(valid_structs, processes=processes)
     out["unique"] = unique
     out["novel"] = novel
     out["sun"] = out["valid"] & out["stable"] & out["unique"] & out["novel"]
@@ -186,63 +167,3 @@ def sun_table(eval_dfs: Mapping[str, pd.DataFrame], seconds: Mapping[str, float]
                                        if total["seconds"] > 0 else np.nan)
         rows.extend((per_g if per_spacegroup else []) + [total])
     return pd.DataFrame(rows)
-
-
-SETS = ("dist", "per_sg")  # results/{run}/eval/{model}/{set}.parquet
-
-
-def sun_table_from_files(eval_paths: Sequence[str], train_tokens: str | None = None) -> pd.DataFrame:
-    """The `sun_table` stage over eval Parquets, with a `set` column.
-
-    Paths `eval/{model}/{set}.parquet` (set `dist` or `per_sg`): the `per_sg` set gives
-    the per-space-group rows and a total re-weighted by the training space-group
-    distribution (the `G` column of `train_tokens`; pooled when absent); the `dist` set
-    (space groups already drawn from the training distribution) gives only the pooled
-    total row, the paper's headline S.U.N. rate. Any other path `{model}.parquet` is
-    one model (model = file stem) with space-group rows and a pooled total.
-    """
-    groups: dict[str, dict[str, pd.DataFrame]] = {}
-    for p in map(Path, eval_paths):
-        set_name, model = (p.stem, p.parent.name) if p.stem in SETS else ("", p.stem)
-        groups.setdefault(set_name, {})[model] = pd.read_parquet(p)
-    weights = None
-    if train_tokens is not None:
-        g = pd.read_parquet(train_tokens, columns=["G"])["G"].astype(int)
-        weights = (g.value_counts() / len(g)).to_dict()
-    parts = []
-    for set_name, dfs in groups.items():
-        t = sun_table(dfs, sg_weights=weights if set_name == "per_sg" else None,
-                      per_spacegroup=set_name != "dist")
-        t.insert(1, "set", set_name)
-        parts.append(t)
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
-def run_evaluation(samples_df: pd.DataFrame, train_df: pd.DataFrame, *, evaluate_cfg: Mapping | None = None,
-                   mlip_cfg: Mapping | None = None, hull_cfg: Mapping | None = None,
-                   logger=None) -> pd.DataFrame:
-    """The `evaluate` stage: parse samples, e_hull of each structurally valid sample as generated
-    (MLIP single point + MP2020 + hull, via the `ehull` reward so both use one recipe), then
-    `evaluate_samples`."""
-    from crystalrl.rewards import make_reward
-
-    log = logger or _log
-    ids = samples_df["sample_id"].tolist() if "sample_id" in samples_df else None
-    structures, why = parse_cifs(samples_df["cif"].tolist(), ids)
-    for w in why:
-        if w:
-            log.warning("%s", w)
-    cfg = _cfg(evaluate_cfg)
-    val = validity_table(structures, cfg["min_distance"], cfg["min_volume"], cfg["oxidation_states_set"])
-    # overlapping atoms give meaningless MLIP energies: only structurally valid samples are scored
-    scored = [s if ok else None for s, ok in zip(structures, val["valid_struct"])]
-    e_hull = np.full(len(structures), np.nan)
-    if any(s is not None for s in scored):
-        reward = make_reward("ehull", mlip_cfg=dict(mlip_cfg or {}), hull_cfg=dict(hull_cfg or {}))
-        e_hull = np.asarray(reward(scored).extras["e_hull"], dtype=float)
-    log.info("e_hull for %d of %d samples", int(np.isfinite(e_hull).sum()), len(e_hull))
-    out = evaluate_samples(samples_df, train_df=train_df, e_hull=e_hull, config=evaluate_cfg,
-                           structures=structures)
-    log.info("valid %.3f stable %.3f unique %.3f novel %.3f sun %.3f (n=%d)",
-             *(out[m].mean() if len(out) else np.nan for m in METRICS), len(out))
-    return out

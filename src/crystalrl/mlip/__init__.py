@@ -45,3 +45,14 @@ def _get_mlip(name, model, weights_path, device, kw_items) -> MLIP:
 
         return OrbMLIP(model=model or "orb-v2", weights_path=weights_path, device=device, **kw)
     raise ValueError(f"unknown MLIP backend {name!r}; choose one of {BACKENDS}")
+
+
+from .config import MLIPConfig, check_config  # noqa: E402
+
+
+def load_mlip(cfg: MLIPConfig) -> MLIP:
+    """The MLIP of the `mlip` config section `cfg`: the one way to build an MLIP from config."""
+    return get_mlip(cfg.backend, model=cfg.model, weights_path=cfg.weights_path, device=cfg.device)
+
+
+__all__ += ["MLIPConfig", "check_config", "load_mlip"]

@@ -1,36 +1,37 @@
 """Hyper-parameters of the CrystalFormer network (names as the public code's CLI)."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping
+
+from crystalrl.config import SectionConfig
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Shape of the model; the defaults are the paper's Alex-20 configuration.
+class ModelConfig(SectionConfig):
+    """Shape of the model (config section `model`; its defaults, in the schema, are the
+    paper's Alex-20 configuration: build one with `ModelConfig.from_dict({...})`).
 
     Nf: Fourier frequencies per coordinate; Kx / Kl: von Mises / Gaussian mixture
     components for coordinates / lattice; n_max: Wyckoff sites per sequence
     (the last slot is always a pad); h0_size: width of the first-Wyckoff MLP.
     """
 
-    Nf: int = 5
-    Kx: int = 16
-    Kl: int = 4
-    n_max: int = 21
-    h0_size: int = 256
-    num_layers: int = 16
-    num_heads: int = 16
-    key_size: int = 64
-    model_size: int = 64
-    embed_size: int = 32
-    atom_types: int = 119
-    wyck_types: int = 28
-    dropout_rate: float = 0.1
-    attn_dropout: float = 0.1
-    widening_factor: int = 4
-    sigmamin: float = 1e-3
+    Nf: int
+    Kx: int
+    Kl: int
+    n_max: int
+    h0_size: int
+    num_layers: int
+    num_heads: int
+    key_size: int
+    model_size: int
+    embed_size: int
+    atom_types: int
+    wyck_types: int
+    dropout_rate: float
+    attn_dropout: float
+    widening_factor: int
+    sigmamin: float
 
     # ---- derived sizes of the shared output head ----
     @property
@@ -62,14 +63,4 @@ class ModelConfig:
         if self.h0_size < 0:
             raise ValueError(f"ModelConfig.h0_size must be >= 0, got {self.h0_size}")
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
-        """Build from a mapping (e.g. a JSON/YAML config); unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise KeyError(f"unknown ModelConfig key(s) {unknown}; valid keys: {sorted(names)}")
-        return cls(**dict(d))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    SECTION = "model"

@@ -18,7 +18,11 @@ re-scoring of the returned tokens. Two fixes over the public sampler:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
+from dataclasses import dataclass
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +32,7 @@ from flax import nnx
 from crystalrl import wyckoff
 from crystalrl.model import likelihood as lk
 from crystalrl.model.von_mises import sample_von_mises_centered
+from crystalrl.tokenizer import TOKEN_KEYS, decode_many
 
 CACHE_BUDGET_BYTES = 2 << 30  # key/value cache per chunk; rows beyond it run in chunks
 BRANCH_OF_TOKEN = np.array([0, 1, 1, 1, 2])  # token fed W, A, X, Y, Z -> draw A, coord, coord, coord, W
@@ -193,20 +198,88 @@ def chunk_rows(cfg, dtype=jnp.float32, budget_bytes: int = CACHE_BUDGET_BYTES) -
     return max(1, int(budget_bytes // (per_row * jnp.dtype(dtype).itemsize)))
 
 
+@dataclass(frozen=True)
+class SampleBatch:
+    """Crystals drawn by `sample`: tokens, their model log-likelihood, and timing.
+
+    G (B,) space groups; L (B, 6) lattice tokens (lengths / N^(1/3), radians, symmetrised
+    for the crystal system); XYZ (B, n, 3), A (B, n), W (B, n) sites; logp_* (B,) the
+    four terms under the model at temperature 1 (without top-p or element restriction),
+    `logp` their sum; n_atoms (B,) atoms in the conventional cell; valid_lattice (B,)
+    physical lattices. `seconds` is sampling wall time without JIT compilation, which
+    is `compile_seconds` (0 when the program was already compiled in this process).
+    """
+
+    G: np.ndarray
+    L: np.ndarray
+    XYZ: np.ndarray
+    A: np.ndarray
+    W: np.ndarray
+    logp_w: np.ndarray
+    logp_xyz: np.ndarray
+    logp_a: np.ndarray
+    logp_l: np.ndarray
+    n_atoms: np.ndarray
+    valid_lattice: np.ndarray
+    seconds: float = 0.0
+    compile_seconds: float = 0.0
+
+    TOKENS: ClassVar[tuple[str, ...]] = TOKEN_KEYS
+
+    @property
+    def logp(self) -> np.ndarray:
+        return self.logp_w + self.logp_xyz + self.logp_a + self.logp_l
+
+    def __len__(self) -> int:
+        return len(self.G)
+
+    def tokens(self) -> dict[str, np.ndarray]:
+        """The token arrays (what the likelihood scores and the tokenizer decodes)."""
+        return {k: getattr(self, k) for k in self.TOKENS}
+
+    def decode(self) -> tuple[list, list[str]]:
+        """Structures (None where unusable) and a status per sample: "ok",
+        "invalid_lattice" or "decode_failed: <reason>". The one decoder of sampled batches."""
+        structures, reasons = decode_many(**self.tokens())
+        status = ["ok" if ok and why is None else ("invalid_lattice" if not ok else f"decode_failed: {why}")
+                  for ok, why in zip(self.valid_lattice, reasons)]
+        return [s if st == "ok" else None for s, st in zip(structures, status)], status
+
+    @classmethod
+    def concat(cls, parts: list["SampleBatch"]) -> "SampleBatch":
+        arrays = {f.name: np.concatenate([getattr(p, f.name) for p in parts])
+                  for f in dataclasses.fields(cls) if f.name not in ("seconds", "compile_seconds")}
+        return cls(**arrays, seconds=sum(p.seconds for p in parts),
+                   compile_seconds=sum(p.compile_seconds for p in parts))
+
+
+_COMPILED: dict = {}
+
+
+def _compiled_chunk(graphdef, state, key, g, mask, temperature, top_p, use_top_p):
+    """The compiled sampler for these shapes, and the seconds compiling it took here.
+
+    Compiling ahead of time keeps compilation out of the sampling time (S.U.N. per
+    second would otherwise penalise whichever model a job samples first)."""
+    sig = (graphdef, jax.tree.structure(state), tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(state)),
+           g.shape, mask.shape, use_top_p)
+    if sig in _COMPILED:
+        return _COMPILED[sig], 0.0
+    t0 = time.perf_counter()
+    fn = _sample_chunk.lower(graphdef, state, key, g, mask, temperature, top_p, use_top_p=use_top_p).compile()
+    _COMPILED[sig] = fn
+    return fn, time.perf_counter() - t0
+
+
 def sample(model, key, G_b, *, temperature: float = 1.0, top_p: float = 1.0,
-           atom_mask=None, chunk_size: int | None = None, dtype=jnp.float32) -> dict:
-    """Draw one crystal per entry of `G_b` (space groups 1..230).
+           atom_mask=None, chunk_size: int | None = None, dtype=jnp.float32) -> SampleBatch:
+    """Draw one crystal per entry of `G_b` (space groups 1..230) -> `SampleBatch`.
 
     atom_mask: None (all elements), (atom_types,) or (n_max, atom_types) bool of
     allowed elements (per site). Rows are processed in chunks of `chunk_size`
     (default: fits the cache in CACHE_BUDGET_BYTES); chunk c uses
     fold_in(key, c), so results are reproducible for a given key, chunk size
     and platform (draws use XLA's RngBitGenerator, seeded from `key`).
-
-    Returns numpy arrays: G (B,), L (B,6) as tokens (lengths / N^(1/3), radians,
-    symmetrised for the crystal system), XYZ (B,n,3), A, W (B,n), logp_w, logp_xyz,
-    logp_a, logp_l, logp (B,) under the model at temperature 1, n_atoms (B,)
-    atoms in the conventional cell, valid_lattice (B,) bool.
     """
     cfg = model.cfg
     G_b = np.asarray(G_b, dtype=np.int32).reshape(-1)
@@ -228,20 +301,24 @@ def sample(model, key, G_b, *, temperature: float = 1.0, top_p: float = 1.0,
                          state)
     B = G_b.size
     size = min(B, chunk_size or chunk_rows(cfg, dtype))
-    parts = []
+    parts, seconds, compile_seconds = [], 0.0, 0.0
+    use_top_p = bool(top_p < 1.0)
+    temperature, top_p = jnp.asarray(temperature, dtype), jnp.asarray(top_p, dtype)
     for c, start in enumerate(range(0, B, size)):
         g = G_b[start:start + size]
-        g_pad = np.concatenate([g, np.full(size - g.size, g[0], np.int32)])  # one compile
-        res = _sample_chunk(graphdef, state, jax.random.fold_in(key, c), jnp.asarray(g_pad),
-                            jnp.asarray(mask), temperature, top_p, use_top_p=bool(top_p < 1.0))
+        g_pad = jnp.asarray(np.concatenate([g, np.full(size - g.size, g[0], np.int32)]))  # one compile
+        args = (state, jax.random.fold_in(key, c), g_pad, jnp.asarray(mask), temperature, top_p)
+        fn, t_compile = _compiled_chunk(graphdef, *args, use_top_p)
+        t0 = time.perf_counter()
+        res = jax.block_until_ready(fn(*args))
+        seconds += time.perf_counter() - t0
+        compile_seconds += t_compile
         parts.append({k: np.asarray(v)[:g.size] for k, v in res.items()})
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    out["G"] = G_b
-    out["L"] = wyckoff.symmetrize_lattice(G_b, out["L"].astype(np.float64), degrees=False)
-    out["logp"] = out["logp_w"] + out["logp_xyz"] + out["logp_a"] + out["logp_l"]
-    out["n_atoms"] = wyckoff.mult_table()[G_b[:, None] - 1, out["W"]].sum(-1)
-    out["valid_lattice"] = lattice_is_valid(out["L"])
-    return out
+    L = wyckoff.symmetrize_lattice(G_b, out.pop("L").astype(np.float64), degrees=False)
+    return SampleBatch(G=G_b, L=L, **out,
+                       n_atoms=wyckoff.mult_table()[G_b[:, None] - 1, out["W"]].sum(-1),
+                       valid_lattice=lattice_is_valid(L), seconds=seconds, compile_seconds=compile_seconds)
 
 
 def lattice_is_valid(L_b6: np.ndarray) -> np.ndarray:
@@ -264,74 +341,3 @@ def denormalize_lattice(G, L, W) -> np.ndarray:
     W = np.asarray(W, np.int64).reshape(G.size, -1)
     N = wyckoff.mult_table()[G[:, None] - 1, W].sum(-1).astype(np.float64)
     return np.concatenate([L[:, :3] * np.cbrt(N)[:, None], np.degrees(L[:, 3:])], axis=1)
-
-
-# ---------------------------------------------------------------------- workflow stage
-def spacegroups_for(spec, n_samples: int, train_G, rng: np.random.Generator) -> np.ndarray:
-    """"train": n_samples groups drawn from the training histogram (as the public
-    RL code); a list of ints: n_samples of each group, in order."""
-    if isinstance(spec, str):
-        if spec != "train":
-            raise ValueError(f"sample.spacegroups must be 'train' or a list of ints, got {spec!r}")
-        counts = np.bincount(np.asarray(train_G, np.int64), minlength=231)[1:]
-        if counts.sum() == 0:
-            raise ValueError("sample.spacegroups='train' but the training tokens are empty")
-        return rng.choice(np.arange(1, 231), size=n_samples, p=counts / counts.sum()).astype(np.int32)
-    groups = [int(g) for g in spec]
-    if not groups or any(not 1 <= g <= 230 for g in groups):
-        raise ValueError(f"sample.spacegroups must be space groups 1..230, got {spec!r}")
-    return np.repeat(np.asarray(groups, np.int32), n_samples)
-
-
-def run_sample(model_dir, train_tokens, out_path, params: dict, model_name: str, log=None) -> None:
-    """Rule `sample`: draw crystals from the model at `model_dir`, decode them to
-    CIF and write `samples/{model}/{set}.parquet` (schema in docs/contracts.md).
-
-    Rows never disappear: a non-physical lattice gets status 'invalid_lattice'
-    and a failed decode 'decode_failed: <reason>' (cif null)."""
-    import time
-
-    import pandas as pd
-
-    from crystalrl.io import get_logger, write_parquet_atomic
-    from crystalrl.tokenizer import decode_many
-    from crystalrl.train.checkpoint import load_model
-
-    logger = get_logger("crystalrl.sample", log)
-    model, cfg = load_model(model_dir)
-    train_G = pd.read_parquet(train_tokens, columns=["G"])["G"].to_numpy()
-    seed = int(params.get("seed", 0))
-    G = spacegroups_for(params.get("spacegroups", "train"), int(params["n_samples"]), train_G,
-                        np.random.default_rng(seed))
-    mask = None if params.get("elements") is None else element_mask(params["elements"], cfg)
-    bs = int(params.get("batch_size", 1000))
-    key = jax.random.key(seed)
-    parts = []
-    for start in range(0, G.size, bs):
-        t0 = time.perf_counter()
-        s = sample(model, jax.random.fold_in(key, start // bs), G[start:start + bs],
-                   temperature=float(params.get("temperature", 1.0)),
-                   top_p=float(params.get("top_p", 1.0)), atom_mask=mask)
-        s["seconds"] = np.full(len(s["G"]), (time.perf_counter() - t0) / len(s["G"]))
-        parts.append(s)
-        logger.info("%s: sampled %d / %d", model_name, start + len(s["G"]), G.size)
-    s = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    structures, reasons = decode_many(s["G"], s["L"], s["XYZ"], s["A"], s["W"])
-    status = np.where(s["valid_lattice"], "ok", "invalid_lattice").astype(object)
-    for i, r in enumerate(reasons):
-        if r is not None and status[i] == "ok":
-            status[i] = f"decode_failed: {r}"
-    B = len(G)
-    df = pd.DataFrame({
-        "sample_id": [f"{model_name}-{i:06d}" for i in range(B)],
-        "G": s["G"].astype(np.int64),
-        "L": list(s["L"].astype(np.float64)),
-        "XYZ": list(s["XYZ"].reshape(B, -1).astype(np.float64)),
-        "A": list(s["A"].astype(np.int64)), "W": list(s["W"].astype(np.int64)),
-        "cif": [None if st is None else st.to(fmt="cif") for st in structures],
-        "logp": s["logp"].astype(np.float64), "n_atoms": s["n_atoms"].astype(np.int64),
-        "status": status.astype(str), "seconds": s["seconds"],
-    })
-    write_parquet_atomic(df, out_path)
-    logger.info("%s: wrote %d samples (%d ok) to %s", model_name, B, (df["status"] == "ok").sum(),
-                out_path)

@@ -120,9 +120,3 @@ class CrystalFormer(nnx.Module):
 def count_params(model: nnx.Module) -> int:
     """Number of trainable parameters (nnx.Param leaves)."""
     return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
-
-
-def create_model(cfg: ModelConfig, seed: int = 0) -> CrystalFormer:
-    """A freshly initialised model; the initialisers run as one jitted program
-    (op-by-op eager init of the paper config takes ~30 s on a CPU core)."""
-    return nnx.jit(lambda: CrystalFormer(cfg, rngs=nnx.Rngs(seed)))()

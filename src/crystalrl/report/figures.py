@@ -4,8 +4,6 @@ Each function takes DataFrames and an output path, so tests can call them direct
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")

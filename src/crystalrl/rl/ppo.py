@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -28,59 +28,45 @@ import optax
 import pandas as pd
 from flax import nnx
 
+from crystalrl.config import SectionConfig
 from crystalrl.io import write_parquet_atomic
 from crystalrl.model.likelihood import logp_terms
-from crystalrl.model.sampler import sample
+from crystalrl.model.sampler import SampleBatch, sample
+from crystalrl.model.store import abstract_like, params_of
 from crystalrl.rewards import RewardResult
-from crystalrl.train.checkpoint import CheckpointStore, abstract_like, params_of
+from crystalrl.spacegroups import draw_spacegroups
+from crystalrl.tokenizer import TOKEN_KEYS
+from crystalrl.train.checkpoint import CheckpointStore
 from crystalrl.train.loop import make_optimizer
-from crystalrl.wyckoff import N_SG
 
 _LOG = logging.getLogger("crystalrl.ppo")
-TOKENS = ("G", "L", "XYZ", "A", "W")
+TOKENS = TOKEN_KEYS
 
 
 @dataclass(frozen=True)
-class PPOConfig:
-    """PPO settings (config section `ppo`); defaults are the paper's Table S1."""
+class PPOConfig(SectionConfig):
+    """Settings of one PPO run: config section `ppo` merged with `ppo_runs.<name>`
+    (see `crystalrl.config.ppo_run_config`); defaults (Table S1) live in the schema."""
 
-    beta: float = 0.1
-    clip_eps: float = 0.2
-    ema: float = 0.95
-    ppo_epochs: int = 3
-    steps: int = 200
-    batch_size: int = 1000
-    lr: float = 1e-5
-    clip_grad: float = 1.0
-    ckpt_every: int = 5
-    seed: int = 7
-    temperature: float = 1.0
-    top_p: float = 1.0
+    SECTION = "ppo"
+    OTHER_KEYS = ("runs",)  # the names of the runs, not a run's setting
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "PPOConfig":
-        """Pick this class's keys out of a config section (reward, start_from... are not PPO maths)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def spacegroup_probs(spacegroups: str | Sequence[int], train_G: np.ndarray | None = None) -> np.ndarray:
-    """(230,) probabilities: the training histogram for "train", else uniform over a list."""
-    p = np.zeros(N_SG)
-    if isinstance(spacegroups, str):
-        if spacegroups != "train" or train_G is None:
-            raise ValueError(f"spacegroups must be 'train' (with training tokens) or a list, got {spacegroups!r}")
-        np.add.at(p, np.asarray(train_G, int) - 1, 1.0)
-    else:
-        p[np.asarray(spacegroups, int) - 1] = 1.0
-    if p.sum() == 0:
-        raise ValueError("no space group to sample from")
-    return p / p.sum()
-
-
-def draw_spacegroups(key: jax.Array, sg_probs, n: int) -> jax.Array:
-    """(n,) space-group numbers 1..230 drawn from `sg_probs` (as from `spacegroup_probs`)."""
-    return jax.random.choice(key, N_SG, (n,), p=jnp.asarray(sg_probs)) + 1
+    reward: str
+    start_from: str
+    beta: float
+    clip_eps: float
+    ema: float
+    ppo_epochs: int
+    steps: int
+    batch_size: int
+    lr: float
+    clip_grad: float
+    spacegroups: str | list
+    ehull_clip: float
+    ckpt_every: int
+    seed: int
+    temperature: float
+    top_p: float
 
 
 def total_logp(model, batch) -> jax.Array:
@@ -118,14 +104,16 @@ def _logp_fn(graphdef, rest):
     return logp
 
 
-def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult], decode: Callable,
-            sg_probs: np.ndarray, cfg: PPOConfig, *, ckpt_dir: str | None = None,
+def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
+            sg_probs: np.ndarray, cfg: PPOConfig, *, decode: Callable[[SampleBatch], list] | None = None,
+            ckpt_dir: str | None = None,
             metrics_path: str | None = None, log: logging.Logger | None = None,
             stop_after: int | None = None):
     """Fine-tune `policy` (an nnx CrystalFormer) with PPO; returns (policy, metrics DataFrame).
 
-    `reference` is the frozen model of the KL term (the start model). `decode` maps the
-    sampler's token dict to a list of Structures (None where a sample is unusable).
+    `reference` is the frozen model of the KL term (the start model). The reward sees
+    the decoded structures (None where a sample does not decode), or what `decode`
+    makes of the sampled batch (a toy reward on tokens, in tests).
     `stop_after` stops after that many steps as if killed (tests of resumption).
     """
     log = log or _LOG
@@ -138,7 +126,8 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult], decode
     state["opt_state"] = tx.init(state["params"])
     baseline, history, start = None, [], 0
 
-    run_id = dict(cfg=cfg.__dict__, n_params=int(sum(x.size for x in jax.tree.leaves(state["params"]))))
+    # checkpoints of a run with any other setting (reward and space groups included) are not resumed
+    run_id = dict(cfg=cfg.to_dict(), n_params=int(sum(x.size for x in jax.tree.leaves(state["params"]))))
     store = CheckpointStore(ckpt_dir) if ckpt_dir else None
     if store is not None and store.latest_step() is not None:
         meta = store.read_meta()
@@ -158,11 +147,10 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult], decode
         nnx.update(policy, _as_state(params0, state["params"]))
         out = sample(policy, k_s, G, temperature=cfg.temperature, top_p=cfg.top_p)
         t_sample = time.time() - t0
-        structures = decode(out)
-        rr = reward_fn(structures)
+        rr = reward_fn(decode(out) if decode is not None else out.decode()[0])
         r = np.asarray(rr.reward, np.float64)
         baseline = float(r.mean()) if baseline is None else cfg.ema * baseline + (1 - cfg.ema) * float(r.mean())
-        batch = {k: jnp.asarray(out[k]) for k in TOKENS}
+        batch = {k: jnp.asarray(v) for k, v in out.tokens().items()}
         old_logp = logp(state["params"], batch)
         ref_logp = logp(ref_params, batch)
         adv = jnp.asarray(r - baseline, old_logp.dtype)
@@ -171,7 +159,7 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult], decode
         kl = np.asarray(old_logp - ref_logp)
         row = dict(step=step + 1, reward_mean=float(r.mean()), reward_std=float(r.std()),
                    baseline=baseline, kl=float(kl.mean()), frac_valid=float(np.mean(rr.valid)),
-                   n_atoms_mean=float(np.mean(out["n_atoms"])) if "n_atoms" in out else np.nan,
+                   n_atoms_mean=float(np.mean(out.n_atoms)),
                    loss=float(aux["loss"]), clip_frac=float(aux["clip_frac"]),
                    grad_norm=float(aux["grad_norm"]))
         for name, v in rr.extras.items():

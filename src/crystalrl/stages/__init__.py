@@ -4,15 +4,16 @@ Every stage module has the same shape::
 
     def run(inputs, outputs, params: dict, log: logging.Logger, threads: int = 1) -> None
 
-- `inputs` / `outputs`: the rule's named files, read by attribute (`inputs.samples`);
-  a `types.SimpleNamespace` in tests, built from `snakemake.input` / `.output` by `main`.
+- `inputs` / `outputs`: the rule's named files, read by attribute (`inputs.samples`),
+  built from `snakemake.input` / `.output` by `main` (from dicts by `run_stage`).
 - `params`: the rule's `params:` as a dict of builtins (config subtrees and wildcard
   values), so that Snakemake reruns a stage exactly when they change.
 - `log`: the logger of the rule's `log:` file; `threads`: the rule's `{threads}`.
 
 Stages are the only code that reads and writes workflow artifacts. Library modules
 below them take arrays, frames and dataclass configs, and never import a stage.
-Workflow scripts are one line: `main("<stage>", snakemake)`.
+Workflow scripts are one line, `main("<stage>", snakemake)`; tests and notebooks call
+`run_stage("<stage>", inputs, outputs, params)`.
 """
 from __future__ import annotations
 
@@ -21,11 +22,21 @@ from types import SimpleNamespace
 
 from crystalrl.io import get_logger, set_threads
 
+#: The sample sets every model gets (results/{run}/samples/{model}/{set}.parquet):
+#: "dist" draws space groups from the training distribution (paper Fig. 3, overall
+#: rates), "per_sg" a fixed count in each evaluation space group (Fig. 4).
+SAMPLE_SETS = ("dist", "per_sg")
+
+
+def _items(obj):
+    """(name, value) pairs of a Snakemake Namedlist or a dict."""
+    return obj.items() if hasattr(obj, "items") else vars(obj).items()
+
 
 def named(files) -> SimpleNamespace:
-    """A Snakemake Namedlist (or a dict) -> a namespace of its named entries."""
-    items = files.items() if hasattr(files, "items") else dict(files).items()
-    return SimpleNamespace(**{k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in items})
+    """A Snakemake Namedlist (or a dict) -> a namespace of its named entries as strings / lists."""
+    return SimpleNamespace(**{k: [str(x) for x in v] if isinstance(v, (list, tuple)) else str(v)
+                              for k, v in _items(files)})
 
 
 def main(stage: str, snakemake) -> None:
@@ -37,14 +48,15 @@ def main(stage: str, snakemake) -> None:
     set_threads(snakemake.threads)
     module = importlib.import_module(f"crystalrl.stages.{stage}")
     log = get_logger(f"crystalrl.{stage}", snakemake.log[0] if snakemake.log else None)
-    module.run(named(snakemake.input), named(snakemake.output), dict(snakemake.params.items()),
+    module.run(named(snakemake.input), named(snakemake.output), dict(_items(snakemake.params)),
                log, threads=int(snakemake.threads))
 
 
-def files(**paths) -> SimpleNamespace:
-    """A namespace of files for calling a stage from a test or a notebook."""
-    return SimpleNamespace(**{k: [str(x) for x in v] if isinstance(v, (list, tuple)) else str(v)
-                              for k, v in paths.items()})
+def run_stage(stage: str, inputs: dict, outputs: dict, params: dict, log: str | None = None,
+              threads: int = 1) -> None:
+    """Run stage `stage` on plain dicts of files and params (tests, notebooks), as a rule would."""
+    main(stage, SimpleNamespace(input=inputs, output=outputs, params=params,
+                                log=[str(log)] if log else [], threads=threads))
 
 
-__all__ = ["files", "main", "named"]
+__all__ = ["SAMPLE_SETS", "main", "named", "run_stage"]

@@ -1,66 +1,17 @@
-"""Orbax checkpoints: resumable training state, and the final model directory.
+"""Resumable training state: Orbax checkpoints in a directory that is never a rule output.
 
-Two kinds of directories:
-- the *training* checkpoint directory (`ckpt_dir`, never a Snakemake output, since
-  Snakemake deletes a failed job's outputs): one Orbax step folder per save with
-  `state` (params, optimizer state, RNG key) and `meta` (JSON: step, data order,
-  model config, train hyper-parameters, metrics history); the last `keep` kept.
-- the *model* directory that later rules consume (`save_model` / `load_model`):
-  `config.json` (ModelConfig), `meta.json`, `params/` (Orbax). Written to a temp
-  folder beside it and renamed into place, so a killed job never leaves half a model.
+Snakemake deletes a failed job's outputs, so `ckpt_dir` lives beside them: one Orbax
+step folder per save with `state` (params, optimizer state, RNG key) and `meta`
+(JSON: step, data order, model config, train hyper-parameters, metrics history);
+the last `keep` are kept. The finished model goes to a model directory
+(`crystalrl.model.store`).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
-from flax import nnx
-
-from crystalrl.io import atomic_dir
-
-MODEL_FORMAT = "crystalrl-model/1"
-
-
-def build_model(cfg, seed: int = 0):
-    """A freshly initialised CrystalFormer with `params` and `dropout` RNG streams."""
-    from crystalrl.model.transformer import CrystalFormer
-    return CrystalFormer(cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
-
-
-def abstract_like(tree, sharding: jax.sharding.Sharding | None = None):
-    """ShapeDtypeStructs of `tree` (placed with `sharding`, default device 0) for Orbax restore."""
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
-
-
-def params_of(model) -> dict:
-    """The model's trainable parameters as a plain nested dict of arrays."""
-    return nnx.to_pure_dict(nnx.state(model, nnx.Param))
-
-
-def set_params(model, params: dict) -> None:
-    """Write a plain-dict parameter tree (as from `params_of`) into `model` in place."""
-    state = nnx.state(model, nnx.Param)
-    want = jax.tree.map(lambda x: (x.shape, str(x.dtype)), nnx.to_pure_dict(state))
-    got = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), params)
-    if jax.tree_util.tree_structure(want) != jax.tree_util.tree_structure(got) or want != got:
-        raise ValueError("parameter tree does not match the model built from its config: "
-                         f"{_first_difference(want, got)}")
-    nnx.replace_by_pure_dict(state, params)
-    nnx.update(model, state)
-
-
-def _first_difference(want, got) -> str:
-    fw = dict(jax.tree_util.tree_flatten_with_path(want, is_leaf=lambda x: isinstance(x, tuple))[0])
-    fg = dict(jax.tree_util.tree_flatten_with_path(got, is_leaf=lambda x: isinstance(x, tuple))[0])
-    for k in sorted(set(fw) | set(fg), key=str):
-        if fw.get(k) != fg.get(k):
-            return f"at {jax.tree_util.keystr(k)}: model {fw.get(k)} vs given {fg.get(k)}"
-    return "tree structures differ"
 
 
 # ---------------------------------------------------------------- training state
@@ -116,52 +67,3 @@ class CheckpointStore:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
-
-
-# ---------------------------------------------------------------- final model dir
-def save_model(model_dir: str | os.PathLike, model, cfg, extra_meta: dict | None = None) -> None:
-    """Write `model` (params) + `cfg` to `model_dir` atomically (temp dir + rename)."""
-    with atomic_dir(model_dir) as tmp:
-        (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-        meta = {"format": MODEL_FORMAT, **(extra_meta or {})}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-        ckptr = ocp.StandardCheckpointer()
-        ckptr.save(tmp / "params", params_of(model))
-        ckptr.wait_until_finished()
-        ckptr.close()
-
-
-def read_model_meta(model_dir: str | os.PathLike) -> dict[str, Any]:
-    return json.loads((Path(model_dir) / "meta.json").read_text())
-
-
-def load_model(path: str | os.PathLike, cfg=None):
-    """Load a model directory written by `save_model` -> (model, cfg).
-
-    `path` may also be a public CrystalFormer (Haiku) checkpoint file (`.pkl`/`.npz`),
-    imported through `crystalrl.model.haiku_import`; then `cfg` (its ModelConfig) is
-    required, since those files carry no config.
-    """
-    from crystalrl.model.config import ModelConfig
-    path = Path(path)
-    if path.is_file():
-        return _load_haiku(path, cfg)
-    if not (path / "config.json").exists() or not (path / "params").exists():
-        raise FileNotFoundError(f"{path}: not a crystalrl model directory "
-                                "(expected config.json and params/ written by save_model)")
-    cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
-    model = build_model(cfg)
-    ckptr = ocp.StandardCheckpointer()
-    params = ckptr.restore(path.resolve() / "params", abstract_like(params_of(model)))
-    ckptr.close()
-    set_params(model, params)
-    return model, cfg
-
-
-def _load_haiku(path: Path, cfg):
-    from crystalrl.model import haiku_import
-    if cfg is None:
-        raise ValueError(f"{path}: a Haiku checkpoint has no config; pass cfg=ModelConfig(...)")
-    model = build_model(cfg)
-    haiku_import.import_into(model, haiku_import.read_params(path), source=str(path))
-    return model, cfg

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-KEYS = ("G", "L", "XYZ", "A", "W")
+from crystalrl.tokenizer import TOKEN_KEYS, tokens_to_arrays
+
+KEYS = TOKEN_KEYS
 _LOG = logging.getLogger("crystalrl.train.data")
 
 
@@ -25,31 +27,13 @@ def load_token_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], n
     """Read a token Parquet (`data/tokens_{split}.parquet`) into numpy arrays.
 
     Returns (arrays, ids): arrays G (B,), L (B,6), XYZ (B,21,3), A (B,21), W (B,21).
-    Uses `crystalrl.tokenizer.tokens_to_arrays` when the tokenizer is installed,
-    otherwise decodes the list columns of the contract schema directly.
     """
     df = pd.read_parquet(path)
     missing = [k for k in KEYS if k not in df.columns]
     if missing:
         raise KeyError(f"{path}: token table lacks column(s) {missing}; has {list(df.columns)}")
     ids = df["id"].astype(str).to_numpy() if "id" in df.columns else np.arange(len(df)).astype(str)
-    try:
-        from crystalrl.tokenizer import tokens_to_arrays
-    except ImportError:
-        tokens_to_arrays = _tokens_to_arrays
     return tokens_to_arrays(df), ids
-
-
-def _tokens_to_arrays(df: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Fallback decoder of the token Parquet schema (see docs/contracts.md)."""
-    B = len(df)
-    return dict(
-        G=df["G"].to_numpy(dtype=np.int32),
-        L=np.stack(df["L"].to_numpy()).astype(np.float64).reshape(B, 6),
-        XYZ=np.stack(df["XYZ"].to_numpy()).astype(np.float64).reshape(B, -1, 3),
-        A=np.stack(df["A"].to_numpy()).astype(np.int32).reshape(B, -1),
-        W=np.stack(df["W"].to_numpy()).astype(np.int32).reshape(B, -1),
-    )
 
 
 def clean_arrays(arrays: dict[str, np.ndarray], *, n_max: int, atom_types: int, wyck_types: int,

@@ -16,8 +16,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -27,14 +27,33 @@ import pandas as pd
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from crystalrl.config import SectionConfig
 from crystalrl.io import write_parquet_atomic
-from crystalrl.train.checkpoint import (CheckpointStore, abstract_like, build_model, load_model,
-                                        params_of, set_params)
+from crystalrl.model.store import abstract_like, build_model, load_model, params_of, set_params
+from crystalrl.train.checkpoint import CheckpointStore
 from crystalrl.train.data import DataOrder, clean_arrays, fingerprint, take
 
 _LOG = logging.getLogger("crystalrl.train")
 # Config fields that may differ between a base model and its fine-tuning run.
 _DROPOUT_FIELDS = ("dropout_rate", "attn_dropout")
+
+
+@dataclass(frozen=True)
+class TrainConfig(SectionConfig):
+    """Optimiser and schedule of a training run: config section `pretrain` (or `sft`, with
+    `TrainConfig.from_dict(d, section="sft")`); defaults live in the schema."""
+
+    SECTION = "pretrain"
+    OTHER_KEYS = ("init_from", "n_samples", "e_hull_max")  # what to train from / on, not how
+
+    lr: float
+    lr_decay: float
+    batch_size: int
+    steps: int
+    clip_grad: float
+    val_every: int
+    ckpt_every: int
+    seed: int
 
 
 def make_optimizer(lr: float, lr_decay: float = 0.0, clip_grad: float = 1.0):
@@ -182,25 +201,25 @@ def _initial_state(cfg_model, seed, init_from, tx):
     return graphdef, rest, tags, state
 
 
-def train(cfg_model, train_arrays: dict, val_arrays: dict, *, lr: float, lr_decay: float = 0.0,
-          batch_size: int = 100, steps: int | None = None, epochs: int | None = None,
-          clip_grad: float = 1.0, val_every: int = 100, ckpt_every: int | None = None,
-          ckpt_dir: str | None = None, keep_ckpts: int = 3, seed: int = 0,
-          init_from: str | None = None, metrics_path: str | None = None,
-          log: logging.Logger | None = None, log_every: int | None = None,
-          stop_after: int | None = None, devices=None, train_ids=None, val_ids=None):
-    """Train a CrystalFormer on token arrays; returns the trained model (on the default device).
+def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
+          ckpt_dir: str | None = None, keep_ckpts: int = 3, init_from: str | None = None,
+          metrics_path: str | None = None, log: logging.Logger | None = None,
+          log_every: int | None = None, stop_after: int | None = None, devices=None,
+          train_ids=None, val_ids=None):
+    """Train a CrystalFormer `cfg_model` on token arrays with the settings `cfg`; returns the
+    trained model (on the default device).
 
-    `steps` (optimizer steps) or `epochs` (x floor(N/batch_size) steps) sets the length.
-    `ckpt_dir`: resumable Orbax checkpoints every `ckpt_every` steps and at the end; a
+    `ckpt_dir`: resumable Orbax checkpoints every `cfg.ckpt_every` steps and at the end; a
     run finds the newest one there and continues from it (checkpoints of another
     config, data set or optimizer setting are discarded with a warning). `init_from`:
-    a model directory (see `save_model`) or a public CrystalFormer Haiku checkpoint
-    (`.pkl`/`.npz`, read with `cfg_model`) whose parameters start the run (fine-tuning,
-    SFT); only the dropout rates may differ from `cfg_model`. `stop_after`: stop after
-    that many steps as if killed (no extra checkpoint; for tests). `devices`: the
-    devices of the data-parallel mesh (default: all local devices).
+    a model directory (see `crystalrl.model.store`) or a public CrystalFormer Haiku
+    checkpoint (`.pkl`/`.npz`, read with `cfg_model`) whose parameters start the run
+    (fine-tuning, SFT); only the dropout rates may differ from `cfg_model`. `stop_after`:
+    stop after that many steps as if killed (no extra checkpoint; for tests). `devices`:
+    the devices of the data-parallel mesh (default: all local devices).
     """
+    lr, lr_decay, clip_grad, seed = cfg.lr, cfg.lr_decay, cfg.clip_grad, cfg.seed
+    batch_size, steps, val_every, ckpt_every = cfg.batch_size, cfg.steps, cfg.val_every, cfg.ckpt_every
     log = log or _LOG
     t_start = time.time()
     dims = dict(n_max=cfg_model.n_max, atom_types=cfg_model.atom_types, wyck_types=cfg_model.wyck_types)
@@ -214,11 +233,6 @@ def train(cfg_model, train_arrays: dict, val_arrays: dict, *, lr: float, lr_deca
         log.warning("batch_size %d is larger than the training set (%d rows): using %d", batch_size, n_train, smaller)
         batch_size = smaller
     order = DataOrder(n_train, batch_size, seed)
-    if steps is None:
-        if epochs is None:
-            raise ValueError("train: give steps or epochs")
-        steps = epochs * order.steps_per_epoch
-    ckpt_every = ckpt_every or val_every
 
     mesh = data_mesh(devices)
     n_dev = mesh.devices.size
@@ -295,36 +309,3 @@ def train(cfg_model, train_arrays: dict, val_arrays: dict, *, lr: float, lr_deca
     metrics.write()
     params = jax.tree.map(jnp.asarray, jax.device_get(state["params"]))
     return nnx.merge(graphdef, params, rest_host)
-
-
-TRAIN_KEYS = ("lr", "lr_decay", "batch_size", "steps", "epochs", "clip_grad", "val_every",
-              "ckpt_every", "keep_ckpts", "seed", "log_every")
-
-
-def run_pretrain(*, train_tokens, val_tokens, model_dir, metrics_path, model_params: dict,
-                 train_params: dict, ckpt_dir: str | None, init_model: str | None = None,
-                 log: logging.Logger | None = None):
-    """Pretrain (or, with `init_model`, fine-tune) from token Parquets; write the model dir.
-
-    The body of `workflow/scripts/pretrain.py` (rules pretrain and sft). `train_params`
-    holds the keys of `TRAIN_KEYS`; anything else is an error naming the key.
-    """
-    from crystalrl.model.config import ModelConfig
-    from crystalrl.train.checkpoint import save_model
-    from crystalrl.train.data import load_token_arrays
-    log = log or _LOG
-    unknown = sorted(set(train_params) - set(TRAIN_KEYS))
-    if unknown:
-        raise KeyError(f"train params: unknown key(s) {unknown}; valid: {list(TRAIN_KEYS)}")
-    cfg = ModelConfig.from_dict(model_params)
-    tr, tr_ids = load_token_arrays(train_tokens)
-    va, va_ids = load_token_arrays(val_tokens)
-    model = train(cfg, tr, va, **train_params, ckpt_dir=ckpt_dir, init_from=init_model,
-                  metrics_path=metrics_path, log=log, train_ids=tr_ids, val_ids=va_ids)
-    hist = pd.read_parquet(metrics_path)
-    last = hist.iloc[-1]
-    save_model(model_dir, model, cfg, dict(
-        train=dict(train_params), init_from=str(init_model) if init_model else None,
-        train_tokens=str(train_tokens), step=int(last["step"]), val_loss=float(last["val_loss"])))
-    log.info("wrote %s (step %d, val loss %.4f)", model_dir, int(last["step"]), float(last["val_loss"]))
-    return model

@@ -1,0 +1,121 @@
+"""Config checks that need the file system or imports, run before any job (dry runs too).
+
+Schema validation (`crystalrl.config`) catches misspelled keys and bad values; these
+checks catch a config that points to something that is not there: a data file,
+checkpoint or model file that does not exist and has no URL to fetch it from, a
+`module:function` reward or `module:factory` MLIP that cannot be imported, or a name
+that must match another part of the config (models in `evaluate.models`, runs in
+`ppo_runs`). They run while Snakemake parses the workflow, so they hold in a work dir
+that already holds results of another config, where Snakemake alone would say
+"Nothing to be done" and keep the old data. Every problem names its config key.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from crystalrl.config import ConfigError, ppo_run_config
+
+BUILTIN_REWARDS = ("ehull", "dielectric_fom")
+
+
+def _missing(path: str | os.PathLike | None) -> bool:
+    return path is not None and not Path(path).exists()
+
+
+def must_exist(*keys_paths: tuple[str, str | None]) -> list[str]:
+    """A problem for each (config key, path) whose path is set and does not exist."""
+    return [f"config key '{key}': {path} does not exist" for key, path in keys_paths if _missing(path)]
+
+
+def check_importable(spec: str, key: str, what: str = "module:function") -> str | None:
+    """A problem naming `key` when `spec` ("module:attr") cannot be imported, else None."""
+    module_name, _, attr = str(spec).partition(":")
+    if not module_name or not attr:
+        return f"config key '{key}': {spec!r} is not of the form {what}"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
+        return f"config key '{key}': cannot import module {module_name!r} of {spec!r} ({type(exc).__name__}: {exc})"
+    if not callable(getattr(module, attr, None)):
+        return f"config key '{key}': module {module_name!r} has no callable {attr!r}"
+    return None
+
+
+def _data(cfg: Mapping[str, Any]) -> list[str]:
+    from crystalrl.data.sources import expand_paths
+
+    d = cfg["data"]
+    if d["source"] == "demo" or d["urls"]:
+        return []
+    if not d["path"]:
+        return [f"config key 'data.path': data.source {d['source']!r} needs a file, folder, glob or tarball"]
+    try:
+        expand_paths(d["path"])
+    except FileNotFoundError:
+        return [f"config key 'data.path': {d['path']!r} matches no input files, and 'data.urls' is empty "
+                "(nothing to download it from)"]
+    return []
+
+
+def _model_files(cfg: Mapping[str, Any]) -> list[str]:
+    return must_exist(("pretrain.init_from", cfg["pretrain"]["init_from"]))
+
+
+def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
+    problems = []
+    # `ppo_runs` may hold settings of runs not in `ppo.runs`: configs merge, so a run a
+    # base config defines cannot be deleted by an overriding one, only left out of the list.
+    runs = list(cfg["ppo"]["runs"])
+    for name in runs:
+        try:
+            run = ppo_run_config(cfg, name)
+        except ConfigError as exc:
+            problems.extend(str(exc).splitlines()[1:] or [str(exc)])
+            continue
+        key = f"ppo_runs.{name}.reward" if "reward" in cfg["ppo_runs"].get(name, {}) else "ppo.reward"
+        if run["reward"] == "dielectric_fom" and not cfg["dielectric"]["enabled"]:
+            problems.append(f"config key '{key}': run {name!r} uses the dielectric_fom reward but "
+                            "'dielectric.enabled' is false")
+        elif run["reward"] not in BUILTIN_REWARDS:
+            problem = check_importable(run["reward"], key)
+            if problem:
+                problems.append(problem + f" (rewards: {', '.join(BUILTIN_REWARDS)} or module:function)")
+    known = ["base", "sft"] + [f"ppo_{r}" for r in runs]
+    for m in cfg["evaluate"]["models"]:
+        if m not in known:
+            problems.append(f"config key 'evaluate.models': {m!r} is not a model of this config "
+                            f"(models: {', '.join(known)})")
+    return problems
+
+
+def _dielectric(cfg: Mapping[str, Any]) -> list[str]:
+    d = cfg["dielectric"]
+    uses_fom = any(ppo_run_config(cfg, n)["reward"] == "dielectric_fom" for n in cfg["ppo"]["runs"])
+    if not (d["enabled"] and uses_fom):
+        return []
+    problems = []
+    if not d["data"]:
+        problems.append("config key 'dielectric.data': a dielectric_fom run needs the DFPT data file")
+    elif _missing(d["data"]) and not d["url"]:
+        problems.append(f"config key 'dielectric.data': {d['data']} does not exist and 'dielectric.url' is null")
+    return problems + must_exist(("dielectric.band_gap_pretrained", d["band_gap_pretrained"]),
+                                 ("dielectric.band_gap.pretrained_path", d["band_gap"]["pretrained_path"]))
+
+
+def check_config(cfg: Mapping[str, Any]) -> list[str]:
+    """Every problem of a validated, defaulted config (`validate_config`) that would stop a
+    job later; empty when the workflow can run. Relative paths are from the current directory."""
+    from crystalrl import hull, mlip
+
+    problems = _data(cfg) + _model_files(cfg)
+    problems += hull.check_config(cfg["hull"])
+    problems += mlip.check_config(cfg["mlip"])
+    try:
+        problems += _ppo_and_models(cfg) + _dielectric(cfg)
+    except ConfigError as exc:  # a bad ppo_runs entry, already reported above
+        problems.append(str(exc))
+    return problems

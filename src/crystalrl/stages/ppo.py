@@ -1,0 +1,46 @@
+"""Stage `ppo`: fine-tune a model with a reward (Eq. 1 of the paper; `crystalrl.rl.ppo`).
+
+params: ppo (the run's settings, `crystalrl.config.ppo_run_config`), mlip, hull (sections),
+ckpt_dir; inputs: start_model, train_tokens, hull (files, maybe none), dielectric (the
+two trained model directories, or none); outputs: model, metrics.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch reward models
+
+from crystalrl.hull import HullConfig, load_hull  # noqa: E402
+from crystalrl.io import write_parquet_atomic  # noqa: E402
+from crystalrl.mlip import MLIPConfig, load_mlip  # noqa: E402
+from crystalrl.model.store import load_model, save_model  # noqa: E402
+from crystalrl.rewards import make_reward  # noqa: E402
+from crystalrl.rl.ppo import PPOConfig, run_ppo  # noqa: E402
+from crystalrl.spacegroups import spacegroup_probs  # noqa: E402
+from crystalrl.train.data import load_token_arrays  # noqa: E402
+
+
+def build_reward(name: str, params: dict, dielectric_dirs=None, *, clip: float):
+    """The reward `name` with the MLIP and hull of `params` loaded only where it needs them."""
+    mlip_cfg = MLIPConfig.from_dict(params["mlip"])
+    if name == "ehull":
+        return make_reward(name, mlip=load_mlip(mlip_cfg), hull=load_hull(HullConfig.from_dict(params["hull"])),
+                           clip=clip, batch_size=mlip_cfg.batch_size)
+    return make_reward(name, dielectric_dirs=dielectric_dirs, clip=clip, batch_size=mlip_cfg.batch_size)
+
+
+def run(inputs, outputs, params, log, threads=1) -> None:
+    cfg = PPOConfig.from_dict(params["ppo"])
+    policy, model_cfg = load_model(inputs.start_model)
+    reference, _ = load_model(inputs.start_model)
+    train_arrays, _ids = load_token_arrays(inputs.train_tokens)
+    sg_p = spacegroup_probs(cfg.spacegroups, train_arrays["G"])
+    dielectric = tuple(getattr(inputs, "dielectric", None) or ()) or None
+    reward_fn = build_reward(cfg.reward, params, dielectric, clip=cfg.ehull_clip)
+    log.info("PPO %s from %s: reward %s, beta %g, %d steps of %d samples", outputs.model, inputs.start_model,
+             cfg.reward, cfg.beta, cfg.steps, cfg.batch_size)
+    policy, metrics = run_ppo(policy, reference, reward_fn, sg_p, cfg, ckpt_dir=params["ckpt_dir"],
+                              metrics_path=outputs.metrics, log=log)
+    save_model(outputs.model, policy, model_cfg, extra_meta=dict(stage="ppo", start_from=str(inputs.start_model),
+                                                                 ppo=cfg.to_dict()))
+    write_parquet_atomic(metrics, outputs.metrics)

@@ -1,0 +1,35 @@
+"""Stage `report`: the paper's figures (PNG) and tables (CSV + Markdown) of a run.
+
+inputs: sun (the S.U.N. table), evals, pretrain_metrics, sft_metrics (list), ppo_metrics
+(list, in the order of params.ppo_runs); params: ppo_runs, stable (threshold);
+outputs: pretrain, ppo, ehull, sun (figures), tables (folder).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from crystalrl.report import figures, tables
+from crystalrl.stages.sun_table import read_evals
+
+
+def run(inputs, outputs, params, log, threads=1) -> None:
+    evals = read_evals(inputs.evals)
+    curves = {"base": pd.read_parquet(inputs.pretrain_metrics)}
+    if inputs.sft_metrics:
+        curves["sft"] = pd.read_parquet(inputs.sft_metrics[0])
+    figures.pretrain_curves(curves, outputs.pretrain)
+    figures.ppo_curves({n: pd.read_parquet(p) for n, p in zip(params["ppo_runs"], inputs.ppo_metrics)},
+                       outputs.ppo)
+    figures.ehull_histograms(evals["dist"], outputs.ehull, stable=params["stable"])
+    sun = pd.read_csv(inputs.sun)
+    figures.sun_per_spacegroup(sun, outputs.sun)
+
+    out = Path(outputs.tables)
+    out.mkdir(parents=True, exist_ok=True)
+    tables.write_table(tables.overall(evals["dist"]), out / "overall")
+    tables.write_table(sun, out / "sun_by_spacegroup")
+    tables.write_table(tables.validity(evals["dist"]), out / "validity")
+    log.info("wrote figures %s and tables in %s",
+             [outputs.pretrain, outputs.ppo, outputs.ehull, outputs.sun], outputs.tables)
