@@ -1,6 +1,9 @@
-"""MLIP backends on real Alexandria structures: batched == per-structure ASE, faster, NaN-safe."""
+"""MLIP backends on real Alexandria structures: batched == the package's own ASE calculator, NaN-safe,
+MP2020 declarations checked against MP data, every backend through its real loading code."""
 from __future__ import annotations
 
+import gzip
+import json
 import tarfile
 import time
 import warnings
@@ -12,7 +15,8 @@ import torch
 from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from crystalrl.mlip import get_mlip
+from crystalrl.config import ConfigError
+from crystalrl.mlip import MLIPConfig, check_config, get_mlip, load_mlip
 
 
 def load_alexandria(shared_data, n: int, max_sites: int = 12, seed: int = 0) -> list[Structure]:
@@ -42,6 +46,10 @@ def ase_energies(calc, structures) -> np.ndarray:
     return np.array(out)
 
 
+def mlip_config(**kw) -> MLIPConfig:
+    return MLIPConfig.from_dict({"device": "cpu", **kw})
+
+
 @pytest.fixture(scope="module")
 def chgnet():
     torch.set_num_threads(1)
@@ -50,44 +58,73 @@ def chgnet():
 
 @pytest.fixture(scope="module")
 def structures(shared_data):
-    return load_alexandria(shared_data, 24)
+    return load_alexandria(shared_data, 20)
 
 
-def test_get_mlip_caches_and_rejects_unknown(chgnet):
-    assert get_mlip("chgnet") is chgnet
-    assert get_mlip("CHGNet", device="cpu") is chgnet
-    with pytest.raises(ValueError, match="unknown MLIP backend 'mace'"):
-        get_mlip("mace")
+def test_config_is_strict_and_check_config_names_keys(chgnet, tmp_path, monkeypatch):
+    import dataclasses
+
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(MLIPConfig))
+    assert MLIPConfig.schema_keys() == {f.name for f in dataclasses.fields(MLIPConfig)}
+    assert load_mlip(mlip_config(backend="chgnet")) is chgnet is get_mlip("CHGNet", device="cpu")
+    with pytest.raises(ConfigError, match="'mlip.weights'.*did you mean 'weights_path'"):
+        MLIPConfig.from_dict({"backend": "chgnet", "weights": "x"})
+    with pytest.raises(ConfigError, match="unknown backend 'chgent' \\(did you mean 'chgnet'"):
+        MLIPConfig.from_dict({"backend": "chgent"})
+    assert check_config({"backend": "sevennet", "model": "7net-0"}) == []
+    assert check_config({"backend": "orb", "weights_path": str(tmp_path / "none.ckpt")}) == [
+        f"config key 'mlip.weights_path': {tmp_path / 'none.ckpt'} does not exist"]
+    assert check_config({"backend": "mace"}) == [
+        "config key 'mlip.weights_path': backend 'mace' needs a local model file"]
+    problems = check_config({"backend": "user_calculators:no_such_factory"})
+    assert "config key 'mlip.backend': cannot import 'user_calculators:no_such_factory'" in problems[0]
+    assert problems[1].startswith("config key 'mlip.mp2020_corrected'")
+    assert check_config({"backend": "user_calculators:chgnet_calculator", "mp2020_corrected": True}) == []
+    # a backend whose package is missing: the message names the key and what to install
+    from crystalrl.mlip import backends
+
+    monkeypatch.setitem(backends.BACKENDS, "mattersim",
+                        backends.Backend("mattersim:MatterSimMLIP", ("no_such_package_here",), "pip install X", False))
+    assert check_config({"backend": "mattersim"}) == [
+        "config key 'mlip.backend': backend 'mattersim' needs no_such_package_here, not installed here; "
+        "install with: pip install X"]
+    with pytest.raises(ImportError, match="install with: pip install X"):
+        load_mlip(mlip_config(backend="mattersim", model="m"))
 
 
-def test_chgnet_batched_equals_ase_and_is_faster(chgnet, structures):
+@pytest.mark.parametrize("backend", ["chgnet", "sevennet"])
+def test_batched_energies_equal_the_package_calculator(backend, structures):
+    """20 real Alexandria structures: batched energies, forces and stresses == the backend's own
+    ASE calculator run one structure at a time."""
+    torch.set_num_threads(1)
+    mlip = load_mlip(mlip_config(backend=backend))
+    pred = mlip.predict(structures, batch_size=8)
+    calc = mlip.calculator()
+    n = np.array([len(s) for s in structures])
+    e_ase = ase_energies(calc, structures)
+    np.testing.assert_allclose(pred["energy"] / n, e_ase / n, atol=1e-4, rtol=0)
+    assert np.all(pred["energy"] / n < 0) and np.all(pred["energy"] / n > -15)  # real solids, real model
+    assert pred["error"] == [None] * len(structures)
+    for i in (0, 7):
+        atoms = AseAtomsAdaptor.get_atoms(structures[i])
+        atoms.calc = calc
+        np.testing.assert_allclose(pred["forces"][i], atoms.get_forces(), atol=1e-4)
+        np.testing.assert_allclose(pred["stress"][i], atoms.get_stress(voigt=False), atol=1e-5)
+    assert np.abs(np.concatenate(pred["forces"])).max() > 1e-3  # real, non-zero forces
+
+
+def test_chgnet_batched_energies_are_faster(chgnet, structures):
+    """Energy-only batches skip CHGNet's force/stress backward pass that the calculator always does."""
     calc = chgnet.calculator()
     chgnet.energies(structures[:2])  # warm-up both paths
     ase_energies(calc, structures[:2])
     t0 = time.perf_counter()
-    e_batch = chgnet.energies(structures, batch_size=32)
+    chgnet.energies(structures, batch_size=32)
     t_batch = time.perf_counter() - t0
     t0 = time.perf_counter()
-    e_ase = ase_energies(calc, structures)
+    ase_energies(calc, structures)
     t_ase = time.perf_counter() - t0
-    n = np.array([len(s) for s in structures])
-    np.testing.assert_allclose(e_batch / n, e_ase / n, atol=1e-5, rtol=0)
-    assert np.all(e_batch / n < 0) and np.all(e_batch / n > -15)  # real solids, real model
     assert t_ase / t_batch >= 2.0, f"batched {t_batch:.2f} s vs ASE loop {t_ase:.2f} s"
-
-
-def test_chgnet_forces_stress_match_calculator(chgnet, structures):
-    some = structures[:4]
-    pred = chgnet.predict(some, batch_size=3)
-    assert pred["energy"].shape == (4,) and pred["stress"].shape == (4, 3, 3)
-    calc = chgnet.calculator()
-    for i, s in enumerate(some):
-        atoms = AseAtomsAdaptor.get_atoms(s)
-        atoms.calc = calc
-        assert pred["forces"][i].shape == (len(s), 3)
-        np.testing.assert_allclose(pred["forces"][i], atoms.get_forces(), atol=1e-4)
-        np.testing.assert_allclose(pred["stress"][i], atoms.get_stress(voigt=False), atol=1e-5)
-    assert np.abs(np.concatenate(pred["forces"])).max() > 1e-3  # real, non-zero forces
 
 
 def test_bad_structures_get_nan_not_a_crash(chgnet, structures):
@@ -105,6 +142,31 @@ def test_bad_structures_get_nan_not_a_crash(chgnet, structures):
     assert pred["error"][1] == "no structure" and "non-finite" in pred["error"][2]
     assert "denser than any solid" in pred["error"][4]
     assert pred["error"][0] is None and np.isnan(pred["stress"][2]).all()
+
+
+@pytest.mark.parametrize("backend,corrected", [("chgnet", True), ("sevennet", False)])
+def test_mp2020_declaration_matches_mp_data(backend, corrected, shared_data):
+    """MP's NaCl, GaTe and NaS: CHGNet ~= raw DFT + MP2020 correction, 7net-0 ~= raw DFT energy,
+    as each backend declares (so the hull corrects exactly the energies that need it)."""
+    from pymatgen.entries.computed_entries import ComputedEntry
+
+    from crystalrl.hull import bundled_calc_compounds_path, mp2020_entry
+
+    with gzip.open(bundled_calc_compounds_path(), "rt") as fh:
+        mp = {d["entry_id"]: ComputedEntry.from_dict(d) for d in json.load(fh).values()}
+    rows = pd.read_csv(shared_data / "mp20" / "mp20_rows.csv")
+    rows = rows[rows["material_id"].isin(mp)]
+    assert set(rows["pretty_formula"]) == {"NaCl", "GaTe", "NaS"}
+    s = [Structure.from_str(c, fmt="cif") for c in rows["cif"]]
+    mlip = load_mlip(mlip_config(backend=backend))
+    assert mlip.mp2020_corrected is corrected
+    e = mlip.energies(s) / [len(x) for x in s]
+    for mid, st, e_i in zip(rows["material_id"], s, e):
+        raw = mp[mid].uncorrected_energy_per_atom
+        corr = mp2020_entry(st, raw * len(st)).correction / len(st)
+        assert corr < -0.2  # anion corrections of a few tenths of an eV/atom
+        near, far = (raw + corr, raw) if corrected else (raw, raw + corr)
+        assert abs(e_i - near) < 0.06 < abs(e_i - far), (backend, mid, e_i, raw, corr)
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +208,68 @@ def test_orb_from_local_weights(orb_weights, shared_data, model, n):
 def test_orb_unknown_model_is_clear():
     with pytest.raises(ValueError, match="unknown Orb model 'orb-v9'"):
         get_mlip("orb", model="orb-v9", weights_path="/nonexistent.ckpt")
+
+
+def tiny_mace(path) -> None:
+    """A 2-layer MACE (8 channels, l <= 1) with random weights, pickled as MACE saves models."""
+    from e3nn import o3
+    from mace import modules
+
+    torch.manual_seed(0)
+    zs = list(range(1, 95))
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    model = modules.ScaleShiftMACE(
+        r_max=5.0, num_bessel=4, num_polynomial_cutoff=5, max_ell=1, interaction_cls=block,
+        interaction_cls_first=block, num_interactions=2, num_elements=len(zs),
+        hidden_irreps=o3.Irreps("8x0e + 8x1o"), MLP_irreps=o3.Irreps("8x0e"), gate=torch.nn.functional.silu,
+        atomic_energies=-np.linspace(1.0, 5.0, len(zs)), avg_num_neighbors=20.0, atomic_numbers=zs,
+        correlation=2, radial_type="bessel", atomic_inter_scale=1.0, atomic_inter_shift=0.0)
+    torch.save(model.double(), path)
+
+
+def tiny_mattersim(path) -> None:
+    """A 1-block M3GNet (16 units) with random weights, saved by mattersim's own `Potential.save`."""
+    from mattersim.forcefield.m3gnet.m3gnet import M3Gnet
+    from mattersim.forcefield.potential import Potential
+
+    torch.manual_seed(0)
+    Potential(M3Gnet(num_blocks=1, units=16, max_l=2, max_n=2, device="cpu"), device="cpu").save(str(path))
+
+
+@pytest.mark.parametrize("backend,build", [("mace", tiny_mace), ("mattersim", tiny_mattersim)])
+def test_local_model_files_load_and_batch(backend, build, shared_data, tmp_path):
+    """MACE and MatterSim through their real loaders on model files built here (never downloaded):
+    batched energies, forces and stresses == the package's own ASE calculator."""
+    pytest.importorskip(backend, reason=f"{backend} not installed (pip install --no-deps, see README)")
+    torch.set_num_threads(1)
+    build(tmp_path / "model.pth")
+    mlip = load_mlip(mlip_config(backend=backend, weights_path=str(tmp_path / "model.pth")))
+    some = load_alexandria(shared_data, 4, max_sites=8, seed=2)
+    pred = mlip.predict(some, batch_size=4)
+    assert pred["error"] == [None] * 4
+    calc = mlip.calculator()
+    n = np.array([len(s) for s in some])
+    np.testing.assert_allclose(pred["energy"] / n, ase_energies(calc, some) / n, atol=1e-5, rtol=0)
+    atoms = AseAtomsAdaptor.get_atoms(some[1])
+    atoms.calc = calc
+    np.testing.assert_allclose(pred["forces"][1], atoms.get_forces(), atol=1e-5)
+    np.testing.assert_allclose(pred["stress"][1], atoms.get_stress(voigt=False), atol=1e-6)
+    assert np.ptp(pred["energy"] / n) > 1e-3  # the structures are told apart
+    assert mlip.mp2020_corrected is False
+
+
+def test_user_calculator_as_reward_mlip(chgnet, shared_data):
+    """`mlip.backend: user_calculators:chgnet_calculator` scores e_hull as the chgnet backend does."""
+    from crystalrl.ehull import e_hull_as_generated
+    from crystalrl.hull import load_reference
+    from crystalrl.rewards import make_reward
+
+    user = load_mlip(mlip_config(backend="user_calculators:chgnet_calculator", mp2020_corrected=True))
+    assert not user.batched and user.mp2020_corrected
+    rows = pd.read_csv(shared_data / "mp20" / "mp20_rows.csv")
+    s = [Structure.from_str(c, fmt="cif") for c in rows["cif"].iloc[:12]]
+    hull = load_reference("mp_bundled")
+    reward = make_reward("ehull", mlip=user, hull=hull, clip=10.0, batch_size=8)(s + [None])
+    e_ref, _ = e_hull_as_generated(s + [None], chgnet, hull)
+    np.testing.assert_allclose(-reward.extras["e_hull"], -e_ref, atol=1e-4)
+    assert reward.valid.sum() >= 3 and reward.reward[-1] == -10.0

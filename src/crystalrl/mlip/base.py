@@ -4,6 +4,12 @@ Rewards and relaxation only need three things from an interatomic potential:
 batched single points (energy, forces, stress), an ASE calculator for dynamics,
 and a name for logs. A structure the backend cannot handle (isolated atoms,
 empty cell, NaN coordinates) must come back as NaN, never sink the whole batch.
+
+Backends whose model takes many structures in one call subclass `BatchedMLIP`:
+they say how one structure becomes a model input (`graph`) and how a list of
+inputs becomes energies, forces and stresses (`forward`). `predict` and the
+batched relaxation (`crystalrl.relax.batched`) both run on those two methods, so
+single points and relaxation forces come from the same code.
 """
 from __future__ import annotations
 
@@ -12,8 +18,11 @@ import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
+from ase import Atoms
 from ase.calculators.calculator import Calculator
 from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +119,10 @@ class MLIP(abc.ABC):
     #: True when the model was trained on MP2020-corrected energies (so the hull
     #: must not apply the corrections again); False for raw-DFT-energy models.
     mp2020_corrected: bool = False
+    #: True when many structures go through the model in one call (`BatchedMLIP`);
+    #: relaxation then runs batched, else one structure at a time with ASE.
+    batched: bool = False
+    device: str = "cpu"
 
     @abc.abstractmethod
     def predict(self, structures: Sequence[Structure | None], batch_size: int = 32,
@@ -122,7 +135,7 @@ class MLIP(abc.ABC):
 
     @abc.abstractmethod
     def calculator(self) -> Calculator:
-        """A fresh ASE calculator sharing this instance's model."""
+        """An ASE calculator sharing this instance's model."""
 
     def energies(self, structures: Sequence[Structure | None], batch_size: int = 32) -> np.ndarray:
         """Total energies (eV) only; NaN where a structure failed."""
@@ -130,3 +143,43 @@ class MLIP(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+class BatchedMLIP(MLIP):
+    """An MLIP whose model evaluates a list of structures in one call."""
+
+    batched = True
+
+    @abc.abstractmethod
+    def graph(self, atoms: Atoms):
+        """The model input of one structure (its neighbour graph), built once per structure and step."""
+
+    @abc.abstractmethod
+    def forward(self, graphs: list, properties: Sequence[str] = ALL_PROPERTIES) -> dict[str, torch.Tensor]:
+        """One model call on `graphs`: energy (n,) eV, forces (sum n_i, 3) eV/Å, stress (n, 3, 3)
+        eV/Å^3 in ASE's sign convention, detached, on the model's device. Keys outside
+        `properties` may be missing."""
+
+    def predict(self, structures: Sequence[Structure | None], batch_size: int = 32,
+                properties: Sequence[str] = ALL_PROPERTIES) -> dict:
+        out, graphs = convert_graphs(structures, lambda s: self.graph(AseAtomsAdaptor.get_atoms(s)))
+
+        def _run(batch: list[int]) -> None:
+            res = {k: v.detach().double().cpu().numpy() for k, v in self.forward([graphs[i] for i in batch],
+                                                                                    properties).items()}
+            offsets = np.cumsum([0] + [len(structures[i]) for i in batch])
+            for j, i in enumerate(batch):
+                out["energy"][i] = res["energy"][j]
+                if "forces" in res:
+                    out["forces"][i] = res["forces"][offsets[j]:offsets[j + 1]]
+                if "stress" in res:
+                    out["stress"][i] = res["stress"][j]
+
+        run_batches(sorted(graphs), batch_size, _run, out["error"], self.name)
+        return out
+
+
+def voigt6_to_3x3(v_b6: torch.Tensor) -> torch.Tensor:
+    """ASE-order Voigt stresses (xx, yy, zz, yz, xz, xy) (b, 6) -> full tensors (b, 3, 3)."""
+    idx = torch.tensor([[0, 5, 4], [5, 1, 3], [4, 3, 2]], device=v_b6.device)
+    return v_b6[:, idx]

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-from ase import units
-from pymatgen.core import Structure
+import torch
+from ase import Atoms, units
+from pymatgen.core import Lattice, Structure
 
-from .base import ALL_PROPERTIES, MLIP, convert_graphs, run_batches
+from .base import ALL_PROPERTIES, BatchedMLIP
 
 
-class CHGNetMLIP(MLIP):
+class CHGNetMLIP(BatchedMLIP):
     """CHGNet (Deng et al. 2023); `model` is a bundled version ("0.3.0", "0.2.0", "r2scan").
 
     CHGNet is trained on MPtrj energies that already carry the MP2020
@@ -37,27 +37,22 @@ class CHGNetMLIP(MLIP):
         # r2SCAN energies are not MP2020/GGA energies at all; do not pretend they are
         self.mp2020_corrected = model != "r2scan"
 
-    def predict(self, structures: Sequence[Structure | None], batch_size: int = 32,
-                properties: Sequence[str] = ALL_PROPERTIES) -> dict:
-        """Batched CHGNet single points via `predict_graph`; CHGNet's e is eV/atom."""
+    def graph(self, atoms: Atoms):
+        s = Structure(Lattice(atoms.cell.array), atoms.numbers, atoms.positions, coords_are_cartesian=True)
+        return self.model.graph_converter(s)
+
+    def forward(self, graphs: list, properties: Sequence[str] = ALL_PROPERTIES) -> dict[str, torch.Tensor]:
+        """CHGNet's own batched forward; its "e" is eV/atom and its "s" GPa."""
         task = "e" + ("f" if "forces" in properties else "") + ("s" if "stress" in properties else "")
         task = "efs" if task == "es" else task  # CHGNet has no "es" task
-        out, graphs = convert_graphs(structures, self.model.graph_converter)
-
-        def _run(batch: list[int]) -> None:
-            preds = self.model.predict_graph([graphs[i] for i in batch], task=task,
-                                             batch_size=len(batch))
-            if isinstance(preds, dict):
-                preds = [preds]
-            for i, p in zip(batch, preds):
-                n = len(structures[i])
-                out["energy"][i] = float(p["e"]) * n
-                if "f" in p:
-                    out["forces"][i] = np.asarray(p["f"], dtype=float).reshape(n, 3)
-                if "s" in p:
-                    out["stress"][i] = np.asarray(p["s"], dtype=float).reshape(3, 3) * units.GPa
-
-        run_batches(sorted(graphs), batch_size, _run, out["error"], self.name)
+        with torch.set_grad_enabled(task != "e"):
+            pred = self.model([g.to(self.device) for g in graphs], task=task)
+        n_atoms = torch.tensor([g.atomic_number.shape[0] for g in graphs], device=pred["e"].device)
+        out = {"energy": pred["e"].detach().reshape(-1) * n_atoms}
+        if "f" in pred:
+            out["forces"] = torch.cat([f.detach() for f in pred["f"]])
+        if "s" in pred:
+            out["stress"] = torch.stack([s.detach() for s in pred["s"]]) * units.GPa
         return out
 
     def calculator(self):

@@ -4,18 +4,20 @@ Weights are not in the wheel: pass `weights_path` (a local file), or leave it
 None where the internet is reachable and orb-models' own loader downloads the
 checkpoint. Batching concatenates per-structure graphs with orb's
 `batch_graphs`, so one forward pass serves a whole batch.
+
+Orb's energies are raw DFT energies: matbench-discovery applies the MP2020
+corrections to Orb's predictions before placing them on the hull
+(models/orb/join_orb_preds.py there), so `mp2020_corrected` stays False. Not
+checked against data here: no Orb weights can be had offline.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
-from ase.stress import voigt_6_to_full_3x3_stress
-from pymatgen.core import Structure
-from pymatgen.io.ase import AseAtomsAdaptor
+from ase import Atoms
 
-from .base import ALL_PROPERTIES, MLIP, convert_graphs, run_batches
+from .base import ALL_PROPERTIES, BatchedMLIP, voigt6_to_3x3
 
 
 def orb_model_names() -> list[str]:
@@ -24,13 +26,14 @@ def orb_model_names() -> list[str]:
     return sorted(ORB_PRETRAINED_MODELS)
 
 
-class OrbMLIP(MLIP):
+class OrbMLIP(BatchedMLIP):
     """An Orb model by its orb-models name ("orb-v2", "orb-v3-conservative-inf-mpa", ...)."""
 
-    def __init__(self, model: str = "orb-v2", weights_path: str | None = None,
+    def __init__(self, model: str | None = None, weights_path: str | None = None,
                  device: str = "cpu", precision: str = "float32-high", compile: bool | None = None):
         from orb_models.forcefield.pretrained import ORB_PRETRAINED_MODELS
 
+        model = model or "orb-v2"
         if model not in ORB_PRETRAINED_MODELS:
             raise ValueError(f"unknown Orb model {model!r}; known: {orb_model_names()}")
         kw = {"device": device, "precision": precision,
@@ -50,40 +53,24 @@ class OrbMLIP(MLIP):
             self.forces_key = "forces"
             self.stress_key = "stress" if "stress" in self.model.heads else None
 
-    def _graph(self, s: Structure):
+    def graph(self, atoms: Atoms):
         from orb_models.forcefield.atomic_system import ase_atoms_to_atom_graphs
 
-        atoms = AseAtomsAdaptor.get_atoms(s)
         return ase_atoms_to_atom_graphs(atoms, system_config=self.model.system_config,
                                         device=torch.device(self.device))
 
-    def predict(self, structures: Sequence[Structure | None], batch_size: int = 32,
-                properties: Sequence[str] = ALL_PROPERTIES) -> dict:
-        """Batched Orb single points: graphs are concatenated and run in one pass.
-
-        Orb predicts all properties in the same pass, so `properties` saves nothing.
-        """
+    def forward(self, graphs: list, properties: Sequence[str] = ALL_PROPERTIES) -> dict[str, torch.Tensor]:
+        """Orb graphs concatenated (`batch_graphs`) and run in one pass; Orb predicts all
+        properties in that pass, so `properties` saves nothing."""
         from orb_models.forcefield.base import batch_graphs
 
-        out, graphs = convert_graphs(structures, self._graph)
-
-        def _run(batch: list[int]) -> None:
-            g = batch_graphs([graphs[i] for i in batch]).to(self.device)
-            ctx = torch.enable_grad() if self.conservative else torch.no_grad()
-            with ctx:
-                pred = self.model.predict(g)
-            energy = pred["energy"].detach().cpu().double().numpy().reshape(-1)
-            forces = pred[self.forces_key].detach().cpu().double().numpy()
-            stress = (pred[self.stress_key].detach().cpu().double().numpy().reshape(len(batch), -1)
-                      if self.stress_key else np.full((len(batch), 6), np.nan))
-            n_node = g.n_node.cpu().numpy()
-            offsets = np.concatenate([[0], np.cumsum(n_node)])
-            for j, i in enumerate(batch):
-                out["energy"][i] = energy[j]
-                out["forces"][i] = forces[offsets[j]:offsets[j + 1]]
-                out["stress"][i] = voigt_6_to_full_3x3_stress(stress[j])
-
-        run_batches(sorted(graphs), batch_size, _run, out["error"], self.name)
+        g = batch_graphs(graphs).to(self.device)
+        with torch.enable_grad() if self.conservative else torch.no_grad():
+            pred = self.model.predict(g)
+        out = {"energy": pred["energy"].detach().reshape(-1),
+               "forces": pred[self.forces_key].detach()}
+        if self.stress_key:
+            out["stress"] = voigt6_to_3x3(pred[self.stress_key].detach().reshape(len(graphs), 6))
         return out
 
     def calculator(self):

@@ -1,6 +1,6 @@
-"""Stage `merge_relax`: the relaxed chunks of one sample set -> one table, in sample order.
+"""Stage `merge_relax`: the relaxed chunks (in chunk order, which is the sample order) -> one table.
 
-inputs: chunks (in chunk order); outputs: relaxed.
+inputs: chunks (list); outputs: relaxed; params: none.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from crystalrl.io import write_parquet_atomic
 
 
 def run(inputs, outputs, params, log, threads=1) -> None:
-    df = pd.concat([pd.read_parquet(p) for p in inputs.chunks], ignore_index=True)
+    frames = [pd.read_parquet(p) for p in inputs.chunks]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    log.info("%d chunks, %d rows -> %s", len(frames), len(df), outputs.relaxed)
     write_parquet_atomic(df, outputs.relaxed)
-    log.info("%d chunks, %d rows -> %s", len(inputs.chunks), len(df), outputs.relaxed)
