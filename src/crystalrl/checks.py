@@ -109,11 +109,12 @@ def _dielectric(cfg: Mapping[str, Any]) -> list[str]:
 def check_config(cfg: Mapping[str, Any]) -> list[str]:
     """Every problem of a validated, defaulted config (`validate_config`) that would stop a
     job later; empty when the workflow can run. Relative paths are from the current directory."""
-    from crystalrl import hull, mlip
+    from crystalrl import hull, mlip, relax
 
     problems = _data(cfg) + _model_files(cfg)
     problems += hull.check_config(cfg["hull"])
     problems += mlip.check_config(cfg["mlip"])
+    problems += relax.check_config(cfg["relax"], cfg["mlip"])
     try:
         problems += _ppo_and_models(cfg) + _dielectric(cfg)
     except ConfigError as exc:  # a bad ppo_runs entry, already reported above
