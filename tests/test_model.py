@@ -11,7 +11,8 @@ from flax import nnx
 
 from crystalrl.model import likelihood as lk
 from crystalrl.model.config import ModelConfig
-from crystalrl.model.haiku_import import haiku_names, import_into, load_haiku_params, read_params
+from crystalrl.model.haiku_import import haiku_names, import_into
+from crystalrl.model.published import load_haiku_params, read_params
 from crystalrl.model.store import build_model
 from crystalrl.model.transformer import CrystalFormer, count_params
 

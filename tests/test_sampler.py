@@ -14,7 +14,7 @@ from crystalrl import wyckoff
 from crystalrl.model import likelihood as lk
 from crystalrl.model import sampler as sp
 from crystalrl.model.config import ModelConfig
-from crystalrl.model.haiku_import import load_haiku_params
+from crystalrl.model.published import load_haiku_params
 from crystalrl.model.store import build_model
 from crystalrl.model.von_mises import sample_von_mises_centered
 

@@ -280,10 +280,11 @@ def test_data_parallel_on_two_devices_matches_one(shared_reference, tmp_path, re
 
 
 def test_load_model_reads_public_haiku_params(shared_reference):
-    """A public-code checkpoint loads through load_model(path, cfg) (as init_from does)."""
+    """A public-code checkpoint loads through load_published(path, cfg) (as init_from does)."""
+    from crystalrl.model.published import load_published
     cfg = ModelConfig.from_dict(json.loads((shared_reference / "crystalformer_small_config.json").read_text()))
     z = np.load(shared_reference / "crystalformer_small_params.npz")
-    model, cfg2 = load_model(shared_reference / "crystalformer_small_params.npz", cfg=cfg)
+    model, cfg2 = load_published(shared_reference / "crystalformer_small_params.npz", cfg)
     assert cfg2 == cfg
     np.testing.assert_array_equal(np.asarray(model.head.kernel.value), z["transformer/~/linear_15/w"]
                                   if "transformer/~/linear_15/w" in z.files

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,25 @@ def check_importable(spec: str, key: str, what: str = "module:function") -> str 
     if not callable(getattr(module, attr, None)):
         return f"config key '{key}': module {module_name!r} has no callable {attr!r}"
     return None
+
+
+def is_remote_checkpoint(source: str) -> bool:
+    """A published checkpoint to download (a name of the authors' files, or a URL), not a local file."""
+    from crystalrl.model.published import PUBLISHED
+
+    return source in PUBLISHED or urllib.parse.urlparse(source).scheme in ("http", "https", "file")
+
+
+def _published(cfg: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for name, entry in cfg["published"].items():
+        if not is_remote_checkpoint(entry["source"]):
+            problems += must_exist((f"published.{name}.source", entry["source"]))
+    base = cfg["pretrain"]["base_from"]
+    if base is not None and base not in cfg["published"]:
+        problems.append(f"config key 'pretrain.base_from': {base!r} is not an entry of 'published' "
+                        f"({', '.join(cfg['published']) or 'none'})")
+    return problems
 
 
 def _data(cfg: Mapping[str, Any]) -> list[str]:
@@ -84,7 +104,7 @@ def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
             problem = check_importable(run["reward"], key)
             if problem:
                 problems.append(problem + f" (rewards: {', '.join(BUILTIN_REWARDS)} or module:function)")
-    known = ["base", "sft"] + [f"ppo_{r}" for r in runs]
+    known = ["base", "sft"] + [f"ppo_{r}" for r in runs] + [f"published_{n}" for n in cfg["published"]]
     for m in cfg["evaluate"]["models"]:
         if m not in known:
             problems.append(f"config key 'evaluate.models': {m!r} is not a model of this config "
@@ -111,7 +131,7 @@ def check_config(cfg: Mapping[str, Any]) -> list[str]:
     job later; empty when the workflow can run. Relative paths are from the current directory."""
     from crystalrl import hull, mlip, relax
 
-    problems = _data(cfg) + _model_files(cfg)
+    problems = _data(cfg) + _model_files(cfg) + (_published(cfg) if cfg["published"] else [])
     problems += hull.check_config(cfg["hull"])
     problems += mlip.check_config(cfg["mlip"])
     problems += relax.check_config(cfg["relax"], cfg["mlip"])

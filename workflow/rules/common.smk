@@ -1,7 +1,7 @@
 # Reads and checks the config, and derives what the rules need from it; no rule lives here.
 import os
 
-from crystalrl.checks import check_config
+from crystalrl.checks import check_config, is_remote_checkpoint
 from crystalrl.config import ConfigError, ppo_run_config, validate_config
 from crystalrl.hull import HullConfig
 from crystalrl.stages import SAMPLE_SETS
@@ -34,15 +34,29 @@ localrules:
     download_data,
     download_hull,
     download_dielectric,
+    fetch_checkpoint,
     sun_table_default_run,
 
 
 wildcard_constraints:
-    model=r"base|sft|ppo_[A-Za-z0-9_]+",
+    model=r"base|sft|ppo_[A-Za-z0-9_]+|published_[A-Za-z0-9_]+",
     set=r"dist|per_sg|sft_pool",
     split=r"train|val|test|sft_train",
     chunk=r"\d+",
     name=r"[A-Za-z0-9_]+",
+
+
+# The base model: pretrained by the DAG, or a published checkpoint imported (pretrain.base_from).
+BASE_FROM = config["pretrain"]["base_from"]
+BASE_MODEL = f"{R}/models/base"
+PUBLISHED = config["published"]
+
+
+def checkpoint_file(name):
+    """Where published checkpoint `name` is read from: its local file, or where rule
+    fetch_checkpoint puts a name or URL."""
+    src = PUBLISHED[name]["source"]
+    return f"resources/published/{name}.pkl" if is_remote_checkpoint(src) else src
 
 
 def threads_for(stage):

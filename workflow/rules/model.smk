@@ -1,31 +1,96 @@
-# The generative model: pretrain on the train split, sample from any model.
+# The generative model: pretrain on the train split (or import a published checkpoint), sample from any model.
 
 
-rule pretrain:
-    """Pretrain CrystalFormer (Adam, clipping, Orbax checkpoints that a killed job resumes)."""
-    input:
-        train_tokens=tokens("train"),
-        val_tokens=tokens("val"),
-        init_model=[config["pretrain"]["init_from"]] if config["pretrain"]["init_from"] else [],
+if BASE_FROM is None:
+
+    rule pretrain:
+        """Pretrain CrystalFormer (Adam, clipping, Orbax checkpoints that a killed job resumes)."""
+        input:
+            train_tokens=tokens("train"),
+            val_tokens=tokens("val"),
+            init_model=[config["pretrain"]["init_from"]] if config["pretrain"]["init_from"] else [],
+        output:
+            model=directory(f"{R}/models/base"),
+            metrics=f"{R}/metrics/pretrain_base.parquet",
+        params:
+            model=config["model"],
+            train=config["pretrain"],
+            section="pretrain",
+            ckpt_dir=f"{R}/checkpoints/base",
+        threads: rule_threads("train")
+        resources:
+            **rule_resources("pretrain"),
+        log:
+            f"{LOGS}/pretrain.log",
+        benchmark:
+            f"{BENCH}/pretrain.tsv"
+        conda:
+            f"{ENVS}/model.yaml"
+        script:
+            "../scripts/train.py"
+
+else:
+
+    rule import_base:
+        """The base model is a published checkpoint (`pretrain.base_from`): imported, no pretraining."""
+        input:
+            checkpoint=checkpoint_file(BASE_FROM),
+        output:
+            model=directory(BASE_MODEL),
+        params:
+            model=config["model"],
+            source=PUBLISHED[BASE_FROM]["source"],
+            sha256=PUBLISHED[BASE_FROM]["sha256"],
+        resources:
+            **rule_resources("import_checkpoint"),
+        log:
+            f"{LOGS}/import_base.log",
+        benchmark:
+            f"{BENCH}/import_base.tsv"
+        conda:
+            f"{ENVS}/model.yaml"
+        script:
+            "../scripts/import_checkpoint.py"
+
+
+rule fetch_checkpoint:
+    """Download a published checkpoint (a name of the authors' files, or a URL) with retries."""
     output:
-        model=directory(f"{R}/models/base"),
-        metrics=f"{R}/metrics/pretrain_base.parquet",
+        path="resources/published/{name}.pkl",
+    params:
+        source=lambda w: PUBLISHED[w.name]["source"],
+        sha256=lambda w: PUBLISHED[w.name]["sha256"],
+    log:
+        f"{LOGS}/fetch_checkpoint_{{name}}.log",
+    benchmark:
+        f"{BENCH}/fetch_checkpoint_{{name}}.tsv"
+    conda:
+        f"{ENVS}/model.yaml"
+    retries: 2
+    script:
+        "../scripts/fetch_checkpoint.py"
+
+
+rule import_checkpoint:
+    """A published checkpoint as a comparison model `published_<name>` (sampled and scored like ours)."""
+    input:
+        checkpoint=lambda w: checkpoint_file(w.name),
+    output:
+        model=directory(f"{R}/models/published_{{name}}"),
     params:
         model=config["model"],
-        train=config["pretrain"],
-        section="pretrain",
-        ckpt_dir=f"{R}/checkpoints/base",
-    threads: rule_threads("train")
+        source=lambda w: PUBLISHED[w.name]["source"],
+        sha256=lambda w: PUBLISHED[w.name]["sha256"],
     resources:
-        **rule_resources("pretrain"),
+        **rule_resources("import_checkpoint"),
     log:
-        f"{LOGS}/pretrain.log",
+        f"{LOGS}/import_checkpoint_{{name}}.log",
     benchmark:
-        f"{BENCH}/pretrain.tsv"
+        f"{BENCH}/import_checkpoint_{{name}}.tsv"
     conda:
         f"{ENVS}/model.yaml"
     script:
-        "../scripts/train.py"
+        "../scripts/import_checkpoint.py"
 
 
 rule sample:

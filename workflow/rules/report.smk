@@ -6,7 +6,7 @@ rule report:
     input:
         sun=rules.sun_table.output.table,
         evals=EVALS,
-        pretrain_metrics=rules.pretrain.output.metrics,
+        pretrain_metrics=[] if BASE_FROM else [rules.pretrain.output.metrics],
         sft_metrics=[rules.sft.output.metrics] if "sft" in MODELS else [],
         ppo_metrics=expand(rules.ppo.output.metrics, name=PPO_RUNS),
     output:

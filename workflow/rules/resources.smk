@@ -21,6 +21,7 @@ RULE_NEEDS = {
     "tokenize": (16000, 240, False),
     "prepare_hull": (32000, 120, False),
     "pretrain": (32000, 2880, True),
+    "import_checkpoint": (8000, 30, False),
     "sample": (16000, 240, True),
     "relax_chunk": (16000, 480, True),
     "merge_relax": (4000, 60, False),

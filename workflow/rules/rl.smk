@@ -26,7 +26,7 @@ rule sft:
     input:
         train_tokens=tokens("sft_train"),
         val_tokens=tokens("val"),
-        init_model=rules.pretrain.output.model,
+        init_model=BASE_MODEL,
     output:
         model=directory(f"{R}/models/sft"),
         metrics=f"{R}/metrics/sft.parquet",

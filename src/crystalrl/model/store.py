@@ -80,16 +80,16 @@ def read_model_meta(model_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(model_dir) / "meta.json").read_text())
 
 
-def load_model(path: str | os.PathLike, cfg: ModelConfig | None = None) -> tuple[CrystalFormer, ModelConfig]:
+def load_model(path: str | os.PathLike) -> tuple[CrystalFormer, ModelConfig]:
     """Load a model directory written by `save_model` -> (model, cfg).
 
-    `path` may also be a public CrystalFormer (Haiku) checkpoint file (`.pkl`/`.npz`),
-    imported through `crystalrl.model.haiku_import`; then `cfg` (its ModelConfig) is
-    required, since those files carry no config.
+    (A public CrystalFormer checkpoint file, which carries no config, is read by
+    `crystalrl.model.published.load_published(path, cfg)`.)
     """
     path = Path(path)
     if path.is_file():
-        return _load_haiku(path, cfg)
+        raise ValueError(f"{path} is a file, not a model directory: a public CrystalFormer checkpoint has no "
+                         "config; read it with crystalrl.model.published.load_published(path, cfg)")
     if not (path / "config.json").exists() or not (path / "params").exists():
         raise FileNotFoundError(f"{path}: not a crystalrl model directory "
                                 "(expected config.json and params/ written by save_model)")
@@ -99,13 +99,4 @@ def load_model(path: str | os.PathLike, cfg: ModelConfig | None = None) -> tuple
     params = ckptr.restore(path.resolve() / "params", abstract_like(params_of(model)))
     ckptr.close()
     set_params(model, params)
-    return model, cfg
-
-
-def _load_haiku(path: Path, cfg: ModelConfig | None):
-    from crystalrl.model import haiku_import
-    if cfg is None:
-        raise ValueError(f"{path}: a Haiku checkpoint has no config; pass cfg=ModelConfig.from_dict(...)")
-    model = build_model(cfg)
-    haiku_import.import_into(model, haiku_import.read_params(path), source=str(path))
     return model, cfg

@@ -1,6 +1,6 @@
 """Stage `report`: the paper's figures (PNG) and tables (CSV + Markdown) of a run.
 
-inputs: sun (the S.U.N. table), evals, pretrain_metrics, sft_metrics (list), ppo_metrics
+inputs: sun (the S.U.N. table), evals, pretrain_metrics (list; empty for an imported base), sft_metrics (list), ppo_metrics
 (list, in the order of params.ppo_runs); params: ppo_runs, stable (threshold);
 outputs: pretrain, ppo, ehull, sun (figures), tables (folder).
 """
@@ -16,7 +16,8 @@ from crystalrl.stages.sun_table import read_evals
 
 def run(inputs, outputs, params, log, threads=1) -> None:
     evals = read_evals(inputs.evals)
-    curves = {"base": pd.read_parquet(inputs.pretrain_metrics)}
+    # no pretraining curve when the base model is a published checkpoint
+    curves = {"base": pd.read_parquet(p) for p in inputs.pretrain_metrics}
     if inputs.sft_metrics:
         curves["sft"] = pd.read_parquet(inputs.sft_metrics[0])
     figures.pretrain_curves(curves, outputs.pretrain)

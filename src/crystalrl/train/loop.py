@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from crystalrl.config import SectionConfig
 from crystalrl.io import write_parquet_atomic
+from crystalrl.model.published import load_published
 from crystalrl.model.store import abstract_like, build_model, load_model, params_of, set_params
 from crystalrl.train.checkpoint import CheckpointStore
 from crystalrl.train.data import DataOrder, clean_arrays, fingerprint, take
@@ -44,7 +46,7 @@ class TrainConfig(SectionConfig):
     `TrainConfig.from_dict(d, section="sft")`); defaults live in the schema."""
 
     SECTION = "pretrain"
-    OTHER_KEYS = ("init_from", "n_samples", "e_hull_max")  # what to train from / on, not how
+    OTHER_KEYS = ("init_from", "base_from", "n_samples", "e_hull_max")  # what to train from / on, not how
 
     lr: float
     lr_decay: float
@@ -190,7 +192,8 @@ def _initial_state(cfg_model, seed, init_from, tx):
     """(graphdef, rest, rng tags, state dict) of a fresh or `init_from` model."""
     model = build_model(cfg_model, seed)
     if init_from:
-        base, base_cfg = load_model(init_from, cfg=cfg_model)  # cfg used for Haiku files only
+        # a model directory, or a public CrystalFormer file (no config of its own: read with cfg_model)
+        base, base_cfg = load_published(init_from, cfg_model) if Path(init_from).is_file() else load_model(init_from)
         _check_init_cfg(cfg_model, base_cfg, init_from)
         set_params(model, params_of(base))
     tags = _rng_tags(model)

@@ -1,0 +1,346 @@
+"""Published CrystalFormer checkpoints: fetch, read without running their code, import.
+
+The public code (deepmodeling/CrystalFormer, `crystalformer/src/checkpoint.py`)
+writes `epoch_%06d.pkl` with `pickle.dump({"params": params, "opt_state": opt_state})`
+(protocol 4). `params` is Haiku's `{module: {param: array}}` of jax.Arrays in
+float32 (its pmapped step returns them with `out_axes=None`, so without a device
+axis); `opt_state` is the state of `optax.chain(clip_by_global_norm, scale_by_adam,
+scale_by_schedule, scale)`: a tuple of optax NamedTuples. The authors publish the
+Alex-20 base model and two PPO fine-tunes (`PUBLISHED`).
+
+Unpickling a file can run any code the file names, so `read_checkpoint` does not
+use `pickle.load`: its unpickler resolves only numpy's array reconstruction and
+jax.Array's (read back as a numpy array, so a GPU-written file loads on a CPU and
+never touches a device); every other class or function the file names (optax's
+state, ...) becomes an inert `Opaque` record, never imported or called. That
+also makes the reader independent of where optax keeps its classes today. The
+file's sha256 is computed over the very bytes unpickled and kept in the imported
+model's `meta.json`, so a run records which file it trusted.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import re
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from flax import nnx
+
+from crystalrl.model.config import ModelConfig
+from crystalrl.model.haiku_import import ConfigMismatch, check_config, import_into, infer_config
+from crystalrl.model.store import build_model, save_model
+from crystalrl.model.transformer import CrystalFormer
+
+_LOG = logging.getLogger("crystalrl.published")
+
+HF_BASE = "https://huggingface.co/zdcao/CrystalFormer/resolve/main"
+#: The authors' checkpoints (model/README.md of the public code); all in the paper config.
+PUBLISHED = {
+    "alex20": f"{HF_BASE}/alex20/PBE/epoch_005500.pkl",
+    "alex20_rl_ehull": f"{HF_BASE}/alex20/RL-ehull/epoch_000195.pkl",
+    "alex20_rl_dielectric": f"{HF_BASE}/alex20/RL-dielectric/epoch_000100.pkl",
+}
+FORMAT = "CrystalFormer Haiku pickle {'params', 'opt_state'}"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable published checkpoint; the message names the file."""
+
+
+# ---------------------------------------------------------------------- safe unpickling
+class Opaque:
+    """Inert stand-in for an object of a class the reader does not import.
+
+    Holds what the pickle would have passed to the class (`args`, `kwargs`, `state`)
+    so that, e.g., optax's Adam step count stays readable.
+    """
+
+    module: str = "?"
+    name: str = "?"
+
+    def __new__(cls, *args, **kwargs):
+        obj = super().__new__(cls)
+        obj.args, obj.kwargs, obj.state, obj.items = args, kwargs, None, []
+        return obj
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
+
+    def append(self, item):  # a list subclass in the pickle
+        self.items.append(item)
+
+    def extend(self, items):
+        self.items.extend(items)
+
+    def __setitem__(self, key, value):  # a dict subclass in the pickle
+        self.items.append((key, value))
+
+    def __repr__(self):
+        return f"<opaque {self.module}.{self.name}>"
+
+
+def _from_jax_pickle(fun, args, arr_state, aval_state):
+    """jax.Array's pickle (`jax._src.array._reconstruct_array`) read as a numpy array."""
+    arr = fun(*args)
+    arr.__setstate__(arr_state)
+    return arr
+
+
+_NUMPY = {"_reconstruct", "scalar", "_frombuffer", "ndarray", "dtype"}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Resolves numpy/jax array reconstruction only; anything else becomes an Opaque."""
+
+    _opaque: dict[tuple[str, str], type] = {}
+
+    def find_class(self, module: str, name: str):
+        if module in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray",
+                      "numpy.core.numeric", "numpy._core.numeric") and name in _NUMPY:
+            target = {"ndarray": np.ndarray, "dtype": np.dtype}.get(name)
+            if target is not None:
+                return target
+            sub = "multiarray" if name != "_frombuffer" else "numeric"
+            return getattr(__import__(f"numpy._core.{sub}", fromlist=[name]), name)
+        if (module, name) == ("jax._src.array", "_reconstruct_array"):
+            return _from_jax_pickle
+        if (module, name) == ("_codecs", "encode"):  # bytes in protocol-2 pickles
+            import _codecs
+            return _codecs.encode
+        if (module, name) in (("collections", "OrderedDict"), ("builtins", "set"),
+                              ("builtins", "frozenset"), ("builtins", "complex")):
+            return pickle.Unpickler.find_class(self, module, name)
+        key = (module, name)
+        if key not in self._opaque:
+            self._opaque[key] = type(name, (Opaque,), {"module": module, "name": name})
+        return self._opaque[key]
+
+
+def safe_loads(data: bytes) -> Any:
+    """Unpickle `data` with numpy arrays as the only live objects (see the module doc)."""
+    return _SafeUnpickler(io.BytesIO(data)).load()
+
+
+# ---------------------------------------------------------------------- reading
+@dataclass(frozen=True)
+class Checkpoint:
+    """A published checkpoint read from `path`: flat Haiku params and provenance."""
+
+    path: Path
+    sha256: str
+    params: dict[str, np.ndarray]  # {"module/param": float array}
+    epoch: int | None  # from the file name epoch_%06d.pkl
+    adam_count: int | None  # optimizer steps recorded in opt_state (Adam's count)
+    shapes: dict[str, int]  # what the shapes fix of the config (haiku_import.infer_config)
+
+    def meta(self) -> dict[str, Any]:
+        """JSON-able provenance (for the model directory's meta.json)."""
+        return dict(format=FORMAT, file=str(self.path), sha256=self.sha256, epoch=self.epoch,
+                    adam_count=self.adam_count, n_params=int(sum(a.size for a in self.params.values())),
+                    shapes=self.shapes)
+
+
+def _why_unreadable(path: Path, data: bytes, exc: BaseException) -> str:
+    head = data[:64]
+    size = f"{len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}..."
+    if not data:
+        return f"{path}: empty file, not a checkpoint"
+    if head.startswith(b"version https://git-lfs"):
+        return f"{path}: a Git LFS pointer ({size}), not the checkpoint: fetch the file itself"
+    if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
+        return (f"{path}: an HTML page ({size}), not a checkpoint; a Hugging Face link must "
+                "use /resolve/, not /blob/")
+    if head.startswith(b"PK"):
+        return f"{path}: a zip archive ({size}), not a pickle (an .npz must end in .npz)"
+    if head[:1] != b"\x80":
+        return f"{path}: not a pickle file (starts with {head[:16]!r}; {size})"
+    if isinstance(exc, EOFError) or "truncated" in str(exc):
+        return (f"{path}: truncated pickle ({size}): the file ends before the checkpoint does; "
+                "download it again")
+    return f"{path}: corrupt pickle ({type(exc).__name__}: {exc}; {size})"
+
+
+def _flat_params(obj: Any, path: Path) -> dict[str, np.ndarray]:
+    """`obj["params"]` flattened to {"module/param": array}, every leaf checked."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: holds a {obj!r:.80} ({type(obj).__name__}), not the dict "
+                              "{'params': ..., 'opt_state': ...} the public CrystalFormer code writes")
+    if "params" not in obj:
+        raise CheckpointError(f"{path}: a dict with keys {sorted(map(str, obj))[:10]} but no "
+                              "'params' (expected {'params': ..., 'opt_state': ...})")
+    params = obj["params"]
+    if not isinstance(params, Mapping) or not params:
+        raise CheckpointError(f"{path}: 'params' is a {type(params).__name__}, not Haiku's "
+                              "non-empty dict {module: {param: array}}")
+    flat = {}
+    for mod, leaves in params.items():
+        if not isinstance(leaves, Mapping):
+            raise CheckpointError(f"{path}: params[{mod!r}] is a {type(leaves).__name__}, not a "
+                                  "dict {param: array} (Haiku's layout)")
+        for name, arr in leaves.items():
+            key = f"{mod}/{name}"
+            if isinstance(arr, Opaque):
+                raise CheckpointError(f"{path}: parameter {key} is a {arr.module}.{arr.name} "
+                                      "object, not an array; the reader only rebuilds numpy/jax arrays")
+            if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
+                raise CheckpointError(f"{path}: parameter {key} is a {type(arr).__name__} "
+                                      f"{getattr(arr, 'dtype', '')}, not a float array")
+            if not np.isfinite(arr).all():
+                raise CheckpointError(f"{path}: parameter {key} holds NaN or inf")
+            flat[key] = arr
+    return flat
+
+
+def _adam_count(opt_state: Any) -> int | None:
+    """Adam's step count from an opt_state read as Opaque records (None if absent)."""
+    stack = [opt_state]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, Opaque):
+            if x.name == "ScaleByAdamState" and x.args:
+                try:
+                    return int(np.asarray(x.args[0]))
+                except (TypeError, ValueError):
+                    return None
+            stack.extend(x.args)
+        elif isinstance(x, (tuple, list)):
+            stack.extend(x)
+    return None
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a published checkpoint (see the module doc) without running code from it.
+
+    Raises FileNotFoundError for a missing file and CheckpointError, naming the
+    file, for an empty, truncated, non-pickle (HTML page, LFS pointer, zip) or
+    ill-shaped file (not {'params': {module: {param: float array}}}, or not
+    CrystalFormer's parameter names); ConfigMismatch for a pre-0.4.1 checkpoint.
+    Parameters come back as numpy arrays whatever array type (numpy or jax, any
+    device) the writer pickled.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"published checkpoint not found: {path}")
+    data = path.read_bytes()
+    try:
+        obj = safe_loads(data)
+    except Exception as exc:  # noqa: BLE001 - every unpickling failure gets the same clear report
+        raise CheckpointError(_why_unreadable(path, data, exc)) from exc
+    params = _flat_params(obj, path)
+    try:
+        shapes = infer_config(params, source=str(path))
+    except ConfigMismatch:
+        raise
+    except KeyError as exc:  # not CrystalFormer's parameter names or shapes
+        raise CheckpointError(str(exc.args[0])) from None
+    m = re.search(r"epoch_(\d+)\.pkl$", path.name)
+    return Checkpoint(path=path, sha256=hashlib.sha256(data).hexdigest(), params=params,
+                      epoch=int(m.group(1)) if m else None,
+                      adam_count=_adam_count(obj.get("opt_state")), shapes=shapes)
+
+
+# ---------------------------------------------------------------------- fetching
+def checkpoint_url(source: str) -> str:
+    """The URL to download `source` from: a name of PUBLISHED, a URL or a local path.
+
+    A Hugging Face page link (`.../blob/<rev>/...`) becomes its file link (`/resolve/`).
+    """
+    if source in PUBLISHED:
+        return PUBLISHED[source]
+    scheme = urllib.parse.urlparse(source).scheme
+    if scheme in ("http", "https", "file"):
+        u = urllib.parse.urlparse(source)
+        if u.netloc.endswith("huggingface.co") and "/blob/" in u.path:
+            return u._replace(path=u.path.replace("/blob/", "/resolve/", 1)).geturl()
+        return source
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"published checkpoint {source!r}: neither a known name "
+                                f"({', '.join(PUBLISHED)}), a URL, nor an existing file")
+    return path.resolve().as_uri()
+
+
+def fetch_checkpoint(source: str, dest: str | os.PathLike, *, sha256: str | None = None,
+                     retries: int = 3, timeout: float = 120) -> tuple[Path, str]:
+    """Download (or copy) `source` to `dest` with retries and a checksum -> (dest, sha256).
+
+    `sha256` given: a file with another checksum is refused (and not kept). Without
+    it the checksum of what arrived is returned, to be recorded: pickles can run code,
+    so a run should say which bytes it trusted.
+    """
+    from crystalrl.data.download import download, sha256sum
+    path = download(checkpoint_url(source), dest, sha256=sha256, retries=retries, timeout=timeout)
+    return path, sha256sum(path)
+
+
+# ---------------------------------------------------------------------- importing
+def read_params(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Flat {'module/param': array} from an .npz or a public checkpoint pickle.
+
+    Pickles go through `read_checkpoint`, which does not run code from the file and
+    raises a clear error for truncated, non-pickle or ill-shaped files.
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path) as z:
+            return {k: np.asarray(z[k]) for k in z.files}
+    return read_checkpoint(path).params
+
+
+def load_haiku_params(path: str | os.PathLike, cfg: ModelConfig) -> nnx.State:
+    """The nnx.Param state of a CrystalFormer(cfg) holding the Haiku params at `path`.
+
+    Use as `nnx.update(model, load_haiku_params(path, cfg))`.
+    """
+    model = nnx.eval_shape(lambda: CrystalFormer(cfg, rngs=nnx.Rngs(0)))
+    import_into(model, read_params(path), source=str(path))
+    return nnx.state(model, nnx.Param)
+
+
+def load_published(path: str | os.PathLike, cfg: ModelConfig) -> tuple[CrystalFormer, ModelConfig]:
+    """A model holding the parameters of a public CrystalFormer file (`.pkl`/`.npz`) -> (model, cfg).
+
+    Those files carry no config: `cfg` is the run's `model:` section, checked against
+    the parameter shapes (ConfigMismatch names every differing key)."""
+    model = build_model(cfg)  # a whole model (RNG streams too), ready to sample or train
+    import_into(model, read_params(path), source=str(path))
+    return model, cfg
+
+
+def import_checkpoint(path: str | os.PathLike, model_dir: str | os.PathLike, cfg: ModelConfig, *,
+                      sha256: str | None = None, source: str | None = None,
+                      log: logging.Logger | None = None) -> dict[str, Any]:
+    """Write the published checkpoint at `path` as a crystalrl model directory.
+
+    `cfg` is the run's `model:` section: the checkpoint must have been written for
+    it (ConfigMismatch naming every differing key otherwise; dropout rates are free).
+    `sha256` given: the file must have it. `source` (URL or name) goes into meta.json
+    with the file's sha256, epoch and Adam step count. Returns that meta.
+    """
+    log = log or _LOG
+    ckpt = read_checkpoint(path)
+    if sha256 is not None and ckpt.sha256 != sha256.lower():
+        raise CheckpointError(f"{path}: sha256 {ckpt.sha256} != expected {sha256.lower()}")
+    check_config(ckpt.params, cfg, source=f"published checkpoint {path}")
+    model = nnx.eval_shape(lambda: build_model(cfg))  # shapes only: every value is imported
+    import_into(model, ckpt.params, source=str(path))
+    meta = dict(ckpt.meta(), source=source or str(path))
+    save_model(model_dir, model, cfg, {"published": meta})
+    log.info("imported %s (epoch %s, %d parameters, sha256 %s) into %s", meta["source"],
+             ckpt.epoch, meta["n_params"], ckpt.sha256, model_dir)
+    return meta
+
+
+__all__ = ["PUBLISHED", "Checkpoint", "CheckpointError", "ConfigMismatch", "Opaque", "checkpoint_url",
+           "fetch_checkpoint", "import_checkpoint", "load_haiku_params", "load_published", "read_checkpoint",
+           "read_params", "safe_loads"]
