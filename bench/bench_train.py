@@ -16,13 +16,11 @@ from pathlib import Path
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from crystalrl.model.config import ModelConfig
 from crystalrl.model.likelihood import loss_fn
-from crystalrl.model.store import build_model, params_of
 from crystalrl.train.data import DataOrder, clean_arrays, take
-from crystalrl.train.loop import _make_steps, _rng_tags, data_mesh, make_optimizer
+from crystalrl.train.loop import fresh_train_step
 
 CONFIGS = {"small": dict(num_layers=2, num_heads=4, key_size=16, model_size=32), "paper": {}}
 SHARED = Path(os.environ.get("CRYSTALRL_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -39,23 +37,16 @@ def _time(fn, n):
 
 def bench(name: str, batch: int, steps: int) -> None:
     z = np.load(SHARED / "reference" / "crystalformer_logp_alex.npz")
-    cfg = ModelConfig(**CONFIGS[name])
+    cfg = ModelConfig.from_dict(CONFIGS[name])
     arrays, _ = clean_arrays({k: z[k] for k in ("G", "L", "XYZ", "A", "W")}, n_max=cfg.n_max,
                              atom_types=cfg.atom_types, wyck_types=cfg.wyck_types)
     order = DataOrder(len(arrays["G"]), batch, 0)
-    model = build_model(cfg)
-    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-    mesh = data_mesh()
-    repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    tx, _ = make_optimizer(1e-4)
-    p = params_of(model)
-    state = jax.device_put(dict(params=p, opt_state=tx.init(p), key=jax.random.key_data(jax.random.key(0))), repl)
-    rest = jax.device_put(rest, repl)
-    train_step, _ = _make_steps(graphdef, _rng_tags(model), 1e-4, 0.0, 1.0, mesh)
+    t = fresh_train_step(cfg)
+    graphdef, rest, p, state, train_step = t.graphdef, t.rest, t.params, t.state, t.train_step
 
     def full(i):
         nonlocal state
-        state, out = train_step(state, rest, jax.device_put(take(arrays, order.indices(i)), data_sh), np.int32(i))
+        state, out = train_step(state, rest, jax.device_put(take(arrays, order.indices(i)), t.data_sh), np.int32(i))
         return out["loss"]
 
     @jax.jit

@@ -272,24 +272,14 @@ def orb_ppo_step():
 
 
 def pretrain_step():
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    from crystalrl.model.store import params_of
     from crystalrl.train.data import clean_arrays
-    from crystalrl.train.loop import _make_steps, _rng_tags, data_mesh, make_optimizer
+    from crystalrl.train.loop import fresh_train_step
 
     cfg = ModelConfig.from_dict(dict(TINY if DRY else {}))  # dropout 0.1, as pretraining
-    model = build_model(cfg)
     s = STATE.get("batch") or sp.sample(MODEL, jax.random.key(3), G_ALL[:16 if DRY else 1000])
     arrays, _ = clean_arrays(s.tokens(), n_max=cfg.n_max, atom_types=cfg.atom_types, wyck_types=cfg.wyck_types)
-    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-    mesh = data_mesh()
-    repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    tx, _ = make_optimizer(1e-4)
-    p = params_of(model)
-    state = jax.device_put(dict(params=p, opt_state=tx.init(p), key=jax.random.key_data(jax.random.key(0))), repl)
-    rest = jax.device_put(rest, repl)
-    train_step, _ = _make_steps(graphdef, _rng_tags(model), 1e-4, 0.0, 1.0, mesh)
+    fs = fresh_train_step(cfg)
+    state, rest, train_step, data_sh = fs.state, fs.rest, fs.train_step, fs.data_sh
     n = len(arrays["G"])
     for B in ((16, 8) if DRY else (8000, 1000)):
         batch = jax.device_put({k: v[np.arange(B) % n] for k, v in arrays.items()}, data_sh)

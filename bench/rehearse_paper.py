@@ -141,26 +141,16 @@ def paper_cfg(**kw):
 
 def stage_pretrain(batch: int, steps: int) -> Cost:
     """The project's full train step (train.loop._make_steps) on the paper config."""
-    from jax.sharding import NamedSharding, PartitionSpec as P
-
-    from crystalrl.model.store import build_model, params_of
     from crystalrl.train.data import DataOrder, clean_arrays, take
-    from crystalrl.train.loop import _make_steps, _rng_tags, data_mesh, make_optimizer
+    from crystalrl.train.loop import fresh_train_step
 
     cfg = paper_cfg()  # dropout 0.1 as in pretraining
     z = np.load(SHARED / "reference" / "crystalformer_logp_alex.npz")
     arrays, _ = clean_arrays({k: z[k] for k in TOKENS}, n_max=cfg.n_max, atom_types=cfg.atom_types,
                              wyck_types=cfg.wyck_types)
     order = DataOrder(len(arrays["G"]), batch, 0)
-    model = build_model(cfg)
-    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-    mesh = data_mesh()
-    repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    tx, _ = make_optimizer(1e-4)
-    p = params_of(model)
-    state = jax.device_put(dict(params=p, opt_state=tx.init(p), key=jax.random.key_data(jax.random.key(0))), repl)
-    rest = jax.device_put(rest, repl)
-    train_step, _ = _make_steps(graphdef, _rng_tags(model), 1e-4, 0.0, 1.0, mesh)
+    fs = fresh_train_step(cfg)
+    state, rest, train_step, data_sh = fs.state, fs.rest, fs.train_step, fs.data_sh
 
     def step(i):
         nonlocal state

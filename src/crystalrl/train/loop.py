@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -119,6 +120,23 @@ def _make_steps(graphdef, tags: tuple[str, ...], lr: float, lr_decay: float, cli
         return out
 
     return train_step, eval_sums
+
+
+def fresh_train_step(cfg_model, lr: float = 1e-4, seed: int = 0, devices=None) -> SimpleNamespace:
+    """One training step of `train` without the loop around it (benchmarks): a fresh model's
+    `graphdef`, `params`, replicated `state` and `rest`, the loop's own jitted `train_step`
+    (Adam, clipping 1.0, no decay) and the batch sharding `data_sh` of the device mesh."""
+    model = build_model(cfg_model, seed)
+    graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+    mesh = data_mesh(devices)
+    repl = NamedSharding(mesh, P())
+    tx, _ = make_optimizer(lr)
+    params = params_of(model)
+    state = jax.device_put(dict(params=params, opt_state=tx.init(params),
+                                key=jax.random.key_data(jax.random.key(seed))), repl)
+    train_step, _ = _make_steps(graphdef, _rng_tags(model), float(lr), 0.0, 1.0, mesh)
+    return SimpleNamespace(graphdef=graphdef, params=params, state=state, rest=jax.device_put(rest, repl),
+                           train_step=train_step, data_sh=NamedSharding(mesh, P("data")))
 
 
 def _val_batches(arrays, batch_size, data_sh):
