@@ -9,9 +9,23 @@ stop a job (missing package, weights file, factory) at config time.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .backends import BACKENDS
-from .base import MLIP, BatchedMLIP
 from .config import MLIPConfig, check_config, load_mlip, resolve_device
+
+if TYPE_CHECKING:
+    from .base import MLIP, BatchedMLIP
+
+
+def __getattr__(name: str):
+    # the interface classes import torch: loaded when used, so that reading and checking
+    # a config (every Snakemake call parses the workflow) stays fast
+    if name in ("MLIP", "BatchedMLIP"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["BACKENDS", "MLIP", "BatchedMLIP", "MLIPConfig", "check_config", "get_mlip", "load_mlip",
            "resolve_device"]

@@ -7,10 +7,21 @@ FrechetCellFilter one structure at a time otherwise (`ase_fire.py`, the referenc
 """
 from __future__ import annotations
 
-from .ase_fire import relax_ase, relax_one
+import importlib
+
 from .config import RelaxConfig, check_config
-from .guards import Guards, min_distance
-from .run import COLUMNS, choose_method, chunk_rows, relax_samples, relax_structures
+
+# the rest imports torch, ASE and pymatgen: loaded when used, so that checking a config
+# (every Snakemake call parses the workflow) stays fast
+_LAZY = {"relax_ase": "ase_fire", "relax_one": "ase_fire", "Guards": "guards", "min_distance": "guards",
+         "COLUMNS": "run", "choose_method": "run", "chunk_rows": "run", "relax_samples": "run",
+         "relax_structures": "run"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["COLUMNS", "Guards", "RelaxConfig", "check_config", "choose_method", "chunk_rows", "min_distance", "relax_ase",
            "relax_one", "relax_samples", "relax_structures"]
