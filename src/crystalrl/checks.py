@@ -11,14 +11,13 @@ that already holds results of another config, where Snakemake alone would say
 """
 from __future__ import annotations
 
-import importlib
 import os
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from crystalrl.config import ConfigError, ppo_run_config
+from crystalrl.config import ConfigError, import_callable, ppo_run_config
 
 BUILTIN_REWARDS = ("ehull", "dielectric_fom")
 
@@ -34,15 +33,10 @@ def must_exist(*keys_paths: tuple[str, str | None]) -> list[str]:
 
 def check_importable(spec: str, key: str, what: str = "module:function") -> str | None:
     """A problem naming `key` when `spec` ("module:attr") cannot be imported, else None."""
-    module_name, _, attr = str(spec).partition(":")
-    if not module_name or not attr:
-        return f"config key '{key}': {spec!r} is not of the form {what}"
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
-        return f"config key '{key}': cannot import module {module_name!r} of {spec!r} ({type(exc).__name__}: {exc})"
-    if not callable(getattr(module, attr, None)):
-        return f"config key '{key}': module {module_name!r} has no callable {attr!r}"
+        import_callable(spec, key, what)
+    except ConfigError as exc:
+        return str(exc)
     return None
 
 

@@ -9,8 +9,9 @@ import copy
 import dataclasses
 import difflib
 import functools
+import importlib
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import jsonschema
 import yaml
@@ -130,6 +131,22 @@ class SectionConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def import_callable(spec: str, key: str, what: str = "module:function") -> Callable:
+    """The callable a config value `module:attr` names (config key `key`): the one place user
+    code (rewards, ASE calculator factories) is imported. ConfigError naming the key otherwise."""
+    module_name, _, attr = str(spec).partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"config key '{key}': {spec!r} is not of the form {what}")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
+        raise ConfigError(f"config key '{key}': cannot import {spec!r} ({type(exc).__name__}: {exc})") from exc
+    obj = getattr(module, attr, None)
+    if not callable(obj):
+        raise ConfigError(f"config key '{key}': cannot import {spec!r}: module {module_name!r} has no callable {attr!r}")
+    return obj
 
 
 def ppo_run_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:

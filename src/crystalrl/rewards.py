@@ -13,13 +13,13 @@ Named in config (`ppo.reward`):
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 from pymatgen.core import Structure
 
+from crystalrl.config import import_callable
 from crystalrl.ehull import e_hull_as_generated
 from crystalrl.evaluate.validity import structure_validity
 
@@ -73,10 +73,7 @@ def user_reward(spec: str) -> RewardFn:
     if not module_name or not func_name:
         raise ValueError(f"config key 'ppo.reward': '{spec}' is neither a known reward "
                          f"({', '.join(KNOWN)}) nor of the form module:function")
-    try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"config key 'ppo.reward': cannot import '{spec}': {e}") from e
+    func = import_callable(spec, "ppo.reward")
 
     def reward(structures):
         r = np.asarray(func(list(structures)), dtype=np.float64)

@@ -7,26 +7,20 @@ MP2020 corrections cannot be guessed: the config must say (`mlip.mp2020_correcte
 """
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from crystalrl.config import import_callable
+
 from .base import ALL_PROPERTIES, MLIP, basic_check, empty_prediction
 
 
 def import_factory(spec: str) -> Callable:
     """`module:factory` -> the factory; ValueError naming `mlip.backend` when it cannot be imported."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"config key 'mlip.backend': cannot import {spec!r}: {type(exc).__name__}: {exc}") from exc
-    if not callable(factory):
-        raise ValueError(f"config key 'mlip.backend': {spec!r} is not callable")
-    return factory
+    return import_callable(spec, "mlip.backend", "module:factory")
 
 
 class CalculatorMLIP(MLIP):
