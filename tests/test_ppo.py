@@ -68,3 +68,13 @@ def test_spacegroup_probs():
     assert spacegroup_probs([225])[224] == 1.0
     with pytest.raises(ValueError):
         spacegroup_probs("uniform")
+
+
+def test_checkpoints_of_another_setting_are_not_resumed(tmp_path):
+    """A rerun with any other setting (here beta; the reward, space groups, ... alike) starts afresh
+    instead of resuming the old run's checkpoints under the same run name."""
+    _run(beta=0.1, steps=4, ckpt_dir=str(tmp_path / "a"), stop_after=2)  # leaves a checkpoint at step 2
+    _, changed = _run(beta=0.3, steps=4, ckpt_dir=str(tmp_path / "a"))
+    _, fresh = _run(beta=0.3, steps=4)
+    cols = [c for c in fresh.columns if not c.startswith("time_")]
+    np.testing.assert_allclose(changed[cols].to_numpy(float), fresh[cols].to_numpy(float), rtol=1e-5, atol=1e-6)

@@ -75,8 +75,10 @@ class ClusterSettings:
                 continue
             default = cls.__dataclass_fields__[name].default
             if isinstance(default, str):
-                if not re.fullmatch(r"[A-Za-z0-9_.,-]+", raw):
-                    raise ValueError(f"{var}={raw!r}: expected a Slurm name (letters, digits, _ . , -)")
+                allowed = r"[A-Za-z0-9_.,-]+" if name.endswith("partition") else r"[A-Za-z0-9_.-]+"
+                if not re.fullmatch(allowed, raw):
+                    raise ValueError(f"{var}={raw!r}: expected a Slurm name (letters, digits, _ . -"
+                                     f"{', or a comma-separated list' if ',' in allowed else ''}; {ENV_HELP})")
                 kw[name] = raw
                 continue
             try:
@@ -254,7 +256,7 @@ def misfits(requests: Iterable[Request], nodes: list[Node]) -> list[str]:
     out = []
     for req in sorted(set(requests), key=lambda r: (r.rule, r.describe())):
         part = req.partition or default
-        members = [n for n in nodes if n.partition == part]
+        members = [n for n in nodes if n.partition in (part or "").split(",")]   # `-p a,b`: either
         if not members:
             where = f"partition {req.partition!r} does not exist" if req.partition else "the cluster has no default partition"
             out.append(f"rule {req.rule}: asks for {req.describe()}, but {where} (partitions: {', '.join(partitions)})")

@@ -28,6 +28,10 @@ def slurm_preflight(workflow, log=print):
     if shutil.which("sinfo") is None:
         log("pre-flight: `sinfo` not found, so job requests are not checked against the cluster's nodes")
         return
+    requests = [slurm_lib.request_from_resources(job.rule.name, job.threads, job.resources)
+                for job in workflow.dag.needrun_jobs() if not job.is_local]
+    if not requests:
+        return
     settings = workflow.executor_settings
     conf = slurm_lib.parse_scontrol_config(_slurm_command(["scontrol", "show", "config"]))
     problem = slurm_lib.status_polling_problem(
@@ -37,8 +41,6 @@ def slurm_preflight(workflow, log=print):
     if problem:
         raise WorkflowError(f"pre-flight: {problem}")
     nodes = slurm_lib.parse_sinfo(_slurm_command(slurm_lib.SINFO_ARGS))
-    requests = [slurm_lib.request_from_resources(job.rule.name, job.threads, job.resources)
-                for job in workflow.dag.needrun_jobs() if not job.is_local]
     bad = slurm_lib.misfits(requests, nodes)
     if bad:
         raise WorkflowError("pre-flight: no node can run these jobs, so Slurm would let them pend forever; "
