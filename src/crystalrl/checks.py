@@ -42,7 +42,7 @@ def check_importable(spec: str, key: str, what: str = "module:function") -> str 
 
 def is_remote_checkpoint(source: str) -> bool:
     """A published checkpoint to download (a name of the authors' files, or a URL), not a local file."""
-    from crystalrl.model.published import PUBLISHED
+    from crystalrl.model.hub import PUBLISHED
 
     return source in PUBLISHED or urllib.parse.urlparse(source).scheme in ("http", "https", "file")
 

@@ -25,7 +25,6 @@ import logging
 import os
 import pickle
 import re
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,19 +33,13 @@ import numpy as np
 from flax import nnx
 
 from crystalrl.model.config import ModelConfig
+from crystalrl.model.hub import PUBLISHED, checkpoint_url  # noqa: F401 - re-exported
 from crystalrl.model.haiku_import import ConfigMismatch, check_config, import_into, infer_config
 from crystalrl.model.store import build_model, save_model
 from crystalrl.model.transformer import CrystalFormer
 
 _LOG = logging.getLogger("crystalrl.published")
 
-HF_BASE = "https://huggingface.co/zdcao/CrystalFormer/resolve/main"
-#: The authors' checkpoints (model/README.md of the public code); all in the paper config.
-PUBLISHED = {
-    "alex20": f"{HF_BASE}/alex20/PBE/epoch_005500.pkl",
-    "alex20_rl_ehull": f"{HF_BASE}/alex20/RL-ehull/epoch_000195.pkl",
-    "alex20_rl_dielectric": f"{HF_BASE}/alex20/RL-dielectric/epoch_000100.pkl",
-}
 FORMAT = "CrystalFormer Haiku pickle {'params', 'opt_state'}"
 
 
@@ -250,26 +243,6 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 # ---------------------------------------------------------------------- fetching
-def checkpoint_url(source: str) -> str:
-    """The URL to download `source` from: a name of PUBLISHED, a URL or a local path.
-
-    A Hugging Face page link (`.../blob/<rev>/...`) becomes its file link (`/resolve/`).
-    """
-    if source in PUBLISHED:
-        return PUBLISHED[source]
-    scheme = urllib.parse.urlparse(source).scheme
-    if scheme in ("http", "https", "file"):
-        u = urllib.parse.urlparse(source)
-        if u.netloc.endswith("huggingface.co") and "/blob/" in u.path:
-            return u._replace(path=u.path.replace("/blob/", "/resolve/", 1)).geturl()
-        return source
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"published checkpoint {source!r}: neither a known name "
-                                f"({', '.join(PUBLISHED)}), a URL, nor an existing file")
-    return path.resolve().as_uri()
-
-
 def fetch_checkpoint(source: str, dest: str | os.PathLike, *, sha256: str | None = None,
                      retries: int = 3, timeout: float = 120) -> tuple[Path, str]:
     """Download (or copy) `source` to `dest` with retries and a checksum -> (dest, sha256).
