@@ -80,3 +80,18 @@ def test_real_alexandria_structures_mostly_valid(shared_data):
     assert df["valid_struct"].tolist() == expected
     assert df["valid_struct"].mean() > 0.95
     assert 0.3 < df["valid_comp"].mean() < 1.0  # SMACT rejects some intermetallic-nonmetal mixes
+
+
+def test_many_element_compositions_are_judged_without_smact_search():
+    """SMACT enumerates oxidation-state combinations: 19 elements took hours. Beyond
+    MAX_ELEMENTS_SMACT the composition is invalid at once, with the reason."""
+    import time
+
+    from crystalrl.evaluate.validity import MAX_ELEMENTS_SMACT, composition_validity
+
+    els = ["Li", "Be", "Na", "Mg", "K", "Ca", "Rb", "Sr", "Cs", "Ba", "O", "S", "Se", "F", "Cl", "Br", "I", "N", "P"]
+    t0 = time.perf_counter()
+    ok, why = composition_validity("".join(els))
+    assert not ok and f"{len(els)} elements" in why and time.perf_counter() - t0 < 5
+    ok, _ = composition_validity("".join(els[:MAX_ELEMENTS_SMACT - 1]) + "O")  # at the cap: SMACT decides
+    assert isinstance(ok, bool)
