@@ -29,15 +29,6 @@ N_CHUNKS = config["relax"]["n_chunks"]
 SAMPLE_SEED_OFFSET = {"dist": 0, "per_sg": 1, "sft_pool": 2}
 
 
-# Downloads need the internet, which cluster compute nodes often lack: run them where snakemake runs.
-localrules:
-    download_data,
-    download_hull,
-    download_dielectric,
-    fetch_checkpoint,
-    sun_table_default_run,
-
-
 wildcard_constraints:
     model=r"base|sft|ppo_[A-Za-z0-9_]+|published_[A-Za-z0-9_]+",
     set=r"dist|per_sg|sft_pool",

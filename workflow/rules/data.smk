@@ -5,6 +5,7 @@ if config["data"]["urls"]:
 
     rule download_data:
         """Fetch the data source (e.g. HF alex-20 CSVs) with retries and checksums."""
+        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         output:
             path=directory(config["data"]["path"]),
         params:

@@ -6,6 +6,7 @@ if config["dielectric"]["enabled"] and config["dielectric"]["url"]:
 
     rule download_dielectric:
         """Materials Project DFPT dielectric data (matminer `dielectric_constant`)."""
+        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         output:
             path=config["dielectric"]["data"],
         params:

@@ -50,6 +50,7 @@ rule sun_table:
 
 rule sun_table_default_run:
     """`snakemake results/sun_by_spacegroup.csv` builds the table of the configured run."""
+    localrule: True  # a copy, not worth a cluster job
     input:
         rules.sun_table.output.table,
     output:

@@ -55,6 +55,7 @@ else:
 
 rule fetch_checkpoint:
     """Download a published checkpoint (a name of the authors' files, or a URL) with retries."""
+    localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
     output:
         path="resources/published/{name}.pkl",
     params:

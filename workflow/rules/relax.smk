@@ -4,6 +4,7 @@ if config["hull"]["reference"] == "alexandria":
 
     rule download_hull:
         """The Alexandria PBE convex hull (the paper's e_hull reference)."""
+        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         output:
             path=config["hull"]["path"],
         params:
