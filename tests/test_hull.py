@@ -4,10 +4,12 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from pymatgen.analysis.phase_diagram import PDEntry
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry
@@ -316,3 +318,25 @@ def test_already_corrected_energies_skip_mp2020(mp20_rows, mp_bundled, calc_comp
     assert np.all(twice < -0.1)  # correcting again would sink them below the hull
     marked = type("CorrectedMLIP", (), {"mp2020_corrected": True})()
     np.testing.assert_allclose(e_above_hull(mp_bundled, structures, corrected, mlip=marked)[0], 0.0, atol=1e-6)
+
+
+def test_alexandria_config_runs_on_the_files_it_names(shared_data, repo_root, monkeypatch):
+    """config/alexandria.yaml over config.yaml is valid, every file it names exists (paths from
+    the repository root, where snakemake runs) and its hull is the MP hull tested above."""
+    from snakemake.utils import update_config
+
+    from crystalrl.checks import check_config as check_workflow_config
+    from crystalrl.config import validate_config
+
+    if not (repo_root.parent / "shared" / "data").exists():
+        pytest.skip("config/alexandria.yaml names ../shared/data, which is not beside this checkout")
+    cfg: dict = {}
+    for name in ("config.yaml", "alexandria.yaml"):
+        update_config(cfg, yaml.safe_load((repo_root / "config" / name).read_text()))
+    cfg = validate_config(cfg)
+    monkeypatch.chdir(repo_root)
+    assert check_workflow_config(cfg) == []
+    mp = mp_hull_section(shared_data)
+    assert cfg["hull"]["format"] == mp["format"]
+    for key in ("reference", "elemental_entries"):
+        assert (repo_root / cfg["hull"][key]).resolve() == Path(mp[key]).resolve(), key
