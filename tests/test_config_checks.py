@@ -32,6 +32,12 @@ BAD = {
     "function missing": ({"ppo": {"reward": "user_rewards:no_such_function"}}, "ppo.reward", "no callable"),
     "module:factory": ({"mlip": {"backend": "no_such_module:make_calculator"}}, "mlip.backend", "no_such_module"),
     "model name": ({"evaluate": {"models": ["base", "ppo_nosuchrun"]}}, "evaluate.models", "ppo_nosuchrun"),
+    "published checkpoint": ({"published": {"mine": {"source": "ckpts/no_such_epoch.pkl"}},
+                              "pretrain": {"base_from": "mine"}}, "published.mine.source", "does not exist"),
+    "base model name": ({"pretrain": {"base_from": "no_such_entry"}}, "pretrain.base_from", "not an entry of"),
+    "elemental entries": ({"hull": {"reference": "no_such_formation.csv.gz", "format": "formation_table",
+                                    "elemental_entries": "no_such_entries.json.gz"}},
+                          "hull.elemental_entries", "does not exist"),
 }
 
 
