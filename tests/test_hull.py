@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from pymatgen.analysis.phase_diagram import PDEntry
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
@@ -340,3 +340,31 @@ def test_alexandria_config_runs_on_the_files_it_names(shared_data, repo_root, mo
     assert cfg["hull"]["format"] == mp["format"]
     for key in ("reference", "elemental_entries"):
         assert (repo_root / cfg["hull"][key]).resolve() == Path(mp[key]).resolve(), key
+
+
+def test_large_chemical_systems_use_the_linear_program(mp_hull):
+    """Above MAX_PD_ELEMENTS the hull energy is a linear program: equal to the PhaseDiagram's
+    where both can be built, and seconds where a PhaseDiagram takes hours (a 12-element
+    sample stalled PPO of the real-data run for over 10 minutes in one step)."""
+    import time
+
+    from pymatgen.core import Element
+
+    from crystalrl.hull import MAX_PD_ELEMENTS, LinearHull
+
+    rng = np.random.default_rng(0)
+    for key in [("Fe", "Li", "O", "P"), ("Fe", "Li", "Mn", "Na", "O", "P"), ("Co", "Fe", "Li", "Mg", "Mn", "O", "P", "S")]:
+        entries, elements = mp_hull.entries_for(key), [Element(el) for el in key]
+        pd_, lp = PhaseDiagram(entries, elements=elements), LinearHull(entries, elements)
+        queries = [PDEntry(e.composition, e.energy + rng.normal(0, 0.2) * e.composition.num_atoms) for e in entries[::5]]
+        want = [pd_.get_decomp_and_e_above_hull(q, allow_negative=True, check_stable=False)[1] for q in queries]
+        np.testing.assert_allclose([lp.e_above_hull(q) for q in queries], want, atol=1e-9)
+        assert any(w > 0.05 for w in want) and any(w < -0.05 for w in want)  # above and below the hull
+
+    big = ("Cd", "Hg", "Ho", "Ir", "La", "Nd", "Pb", "Pm", "Se", "Sn", "Tb", "Zn")
+    assert len(big) > MAX_PD_ELEMENTS
+    t = time.perf_counter()
+    e_hull, status = mp_hull.e_above_hull([PDEntry(Composition({el: 1 for el in big}), 0.0)])
+    assert time.perf_counter() - t < 10 and status == ["ok"] and np.isfinite(e_hull).all()
+    assert isinstance(mp_hull.phase_diagram(big), LinearHull)
+    assert isinstance(mp_hull.phase_diagram(big[:MAX_PD_ELEMENTS]), PhaseDiagram)

@@ -16,7 +16,9 @@ Three facts drive the design:
   of samples shares few chemical systems. `HullReference` indexes the reference
   entries by chemical system once and builds each phase diagram once per
   element set (the PD of exactly that chemsys, from reference entries whose
-  elements are a subset of it), then caches it.
+  elements are a subset of it), then caches it. Above `MAX_PD_ELEMENTS` elements
+  (generated samples can hold a dozen) a PhaseDiagram takes minutes to hours, so the
+  hull energy is a linear program over the same entries instead (`LinearHull`).
 
 From config: `load_hull(HullConfig.from_dict(config["hull"]))`, checked before any
 job runs by `check_config`. Without config: `load_reference("mp_bundled")`
@@ -215,6 +217,38 @@ def elemental_ref_energies(entries: Iterable[ComputedEntry | PDEntry]) -> dict[s
     return {el: round(float(v), 4) for el, v in mu.items()}
 
 
+#: Above this many elements a PhaseDiagram is no longer worth building: qhull works in
+#: n-1 dimensions over the entries of every sub-system (MP-20: 8 elements 1 s, 9 5 s,
+#: 10 43 s, 12 more than 10 minutes), and generated samples can hold that many.
+MAX_PD_ELEMENTS = 6
+
+
+class LinearHull:
+    """The convex hull of one chemical system as a linear program, for systems too large
+    for a PhaseDiagram.
+
+    The hull energy per atom at atomic fractions x is
+        E_hull(x) = min_lambda sum_j lambda_j eps_j  s.t.  sum_j lambda_j a_j = x,  lambda >= 0,
+    with a_j the atomic fractions and eps_j the energy per atom of reference entry j:
+    the lowest energy of any mixture of the entries with that composition, which is
+    what the PhaseDiagram's facets give, without building them (scipy's HiGHS solver).
+    """
+
+    def __init__(self, entries: Sequence[PDEntry], elements: Sequence[Element]):
+        self.elements = list(elements)
+        self.a_EJ = np.array([[e.composition.get_atomic_fraction(el) for e in entries] for el in self.elements])
+        self.eps_J = np.array([e.energy_per_atom for e in entries])
+
+    def e_above_hull(self, entry: PDEntry) -> float:
+        from scipy.optimize import linprog
+
+        x_E = [entry.composition.get_atomic_fraction(el) for el in self.elements]
+        res = linprog(self.eps_J, A_eq=self.a_EJ, b_eq=x_E, bounds=(0, None), method="highs")
+        if res.status != 0:
+            raise ValueError(f"hull linear program: {res.message}")
+        return float(entry.energy_per_atom - res.fun)
+
+
 class HullReference:
     """Reference entries indexed by chemical system, with cached phase diagrams.
 
@@ -273,8 +307,9 @@ class HullReference:
                 out.extend(self.by_chemsys.get(frozenset(sub), ()))
         return out
 
-    def phase_diagram(self, elements: Sequence[str]) -> PhaseDiagram:
-        """The PD of exactly this chemical system, built once and cached.
+    def phase_diagram(self, elements: Sequence[str]) -> PhaseDiagram | LinearHull:
+        """The hull of exactly this chemical system, built once and cached: a PhaseDiagram
+        up to `MAX_PD_ELEMENTS` elements, a `LinearHull` above.
 
         Raises `KeyError` naming the elements that have no reference entry.
         """
@@ -285,8 +320,8 @@ class HullReference:
                 self._pd_cache[key] = f"missing reference for elements: {', '.join(missing)}"
             else:
                 try:
-                    self._pd_cache[key] = PhaseDiagram(self.entries_for(key),
-                                                       elements=[Element(el) for el in key])
+                    hull = PhaseDiagram if len(key) <= MAX_PD_ELEMENTS else LinearHull
+                    self._pd_cache[key] = hull(self.entries_for(key), elements=[Element(el) for el in key])
                 except Exception as exc:  # noqa: BLE001 - cache the reason, report per row
                     self._pd_cache[key] = f"failed: phase diagram {'-'.join(key)}: {exc}"
         pd_ = self._pd_cache[key]
@@ -319,9 +354,11 @@ class HullReference:
             try:
                 if not np.isfinite(e.energy):
                     raise ValueError("energy is not finite")
-                pd_ = self.phase_diagram([el.symbol for el in e.composition.elements])
-                _, eh = pd_.get_decomp_and_e_above_hull(e, allow_negative=True, check_stable=False)
-                out[i] = eh
+                hull = self.phase_diagram([el.symbol for el in e.composition.elements])
+                if isinstance(hull, LinearHull):
+                    out[i] = hull.e_above_hull(e)
+                else:
+                    out[i] = hull.get_decomp_and_e_above_hull(e, allow_negative=True, check_stable=False)[1]
             except KeyError as exc:
                 status[i] = exc.args[0]
             except Exception as exc:  # noqa: BLE001
