@@ -33,7 +33,7 @@ WHEELS=${WHEELS:-.whl}
 FETCH=(pymatgen==2026.10.24 pymatgen-core==2026.10.16 spglib==2.8.0 ase==3.29.0 orb-models==0.5.5
        dm-tree==0.1.8 jsonschema==4.26.0 jsonschema-specifications==2025.9.1 referencing==0.37.0
        rpds-py==2026.9.1 monty==2026.10.21 orjson==3.13.0 palettable==3.3.3 uncertainties==3.2.3
-       plotly==7.1.0 narwhals==2.29.0 ruamel.yaml==0.19.1 numexpr==2.14.2 dill==0.4.1)
+       plotly==7.1.0 narwhals==2.29.0 ruamel.yaml==0.19.1 numexpr==2.14.2 dill==0.4.1 threadpoolctl==3.8.0)
 
 if [[ "${1:-}" == "--fetch-wheels" ]]; then
     mkdir -p "$WHEELS"

@@ -1,4 +1,9 @@
-"""Atomic writers: a failed write leaves the old artifact intact and no temp files behind."""
+"""Atomic writers: a failed write leaves the old artifact intact and no temp files behind;
+a job's threads go to torch, not to numpy's BLAS."""
+import os
+import subprocess
+import sys
+
 import pytest
 
 from crystalrl.io import atomic_dir, atomic_path, write_parquet_atomic
@@ -46,3 +51,21 @@ def test_atomic_outputs_follow_the_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_set_threads_gives_torch_n_and_numpy_blas_one():
+    """In a fresh process with numpy already loaded, as in a Snakemake job: BLAS is limited
+    in place, torch (imported before or after) keeps the job's threads."""
+    code = (
+        "import numpy, torch\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from crystalrl.io import set_threads\n"
+        "before = {i['user_api']: i['num_threads'] for i in threadpool_info()}['blas']\n"
+        "set_threads(2)\n"
+        "after = {i['user_api']: i['num_threads'] for i in threadpool_info()}['blas']\n"
+        "print(before, after, torch.get_num_threads())\n"
+    )
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    before, after, torch_threads = map(int, out.stdout.split())
+    assert (before, after, torch_threads) == (2, 1, 2)

@@ -26,8 +26,7 @@ def _chmod_like_new(path: Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")  # numpy's, not torch's MKL
 
 
 @contextlib.contextmanager
@@ -88,14 +87,23 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
 
 
 def set_threads(n: int) -> None:
-    """Limit BLAS/OpenMP/torch threads to `n` (Snakemake's {threads}).
+    """Give torch and OpenMP `n` threads (Snakemake's {threads}) and numpy's BLAS one.
 
-    Oversubscribed BLAS threads made MLIP relaxations 5-6x slower when two jobs
-    shared the 2 cores (see docs); every script calls this first.
+    Oversubscribed threads made MLIP relaxations 5-6x slower when two jobs shared the
+    2 cores (see docs); every script calls this first. BLAS here multiplies 3x3 cells
+    and other small matrices (ASE's FIRE and cell filter, pymatgen), where threads only
+    cost: ASE relaxation of 20 structures with CHGNet took 86.5 s with OpenBLAS on 2
+    threads and 42.4 s on 1 (torch on 2 both times). numpy is loaded before this runs,
+    so its BLAS is limited in place (threadpoolctl); the variables reach later loads.
     """
+    from threadpoolctl import threadpool_limits
+
     n = max(1, int(n))
-    for var in _THREAD_VARS:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
         os.environ[var] = str(n)
+    for var in _BLAS_THREAD_VARS:
+        os.environ[var] = "1"
+    threadpool_limits(1, user_api="blas")
     if "torch" in sys.modules:
         import torch
         torch.set_num_threads(n)
