@@ -7,7 +7,7 @@ Cartesian component). Both methods go through `crystalrl.relax.relax_structures`
 same fmax and max_steps. Prints structures per second of each, their ratio, and the median
 and worst difference of the final energies (structures both relaxed without failure).
 
-    CPU:  OMP_NUM_THREADS=1 .venv/bin/python bench/bench_relax.py [--backend chgnet] [--n 100]
+    CPU:  .venv/bin/python bench/bench_relax.py [--backend chgnet] [--n 100] [--threads 2]
     GPU:  .venv/bin/python bench/bench_relax.py --device cuda --n 200 --batch-size 200
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_mlip import load_alexandria  # noqa: E402
 
+from crystalrl.io import set_threads  # noqa: E402
 from crystalrl.mlip import MLIPConfig, load_mlip  # noqa: E402
 from crystalrl.relax import RelaxConfig, relax_structures  # noqa: E402
 
@@ -41,6 +42,30 @@ def rattled_alexandria(n: int, max_sites: int, seed: int, stdev: float = 0.1):
     return out
 
 
+def model_call_ms(mlip, atoms_list, batch_size: int) -> tuple[float, float]:
+    """ms per structure of one energy+forces+stress model call per structure, and per batch of
+    `batch_size`: the ceiling of what batching can gain, before any optimizer overhead."""
+    graphs = [mlip.graph(a) for a in atoms_list]
+    mlip.forward(graphs[:batch_size])  # warm-up
+    t0 = time.perf_counter()
+    for g in graphs:
+        mlip.forward([g])
+    t1 = time.perf_counter()
+    for k in range(0, len(graphs), batch_size):
+        mlip.forward(graphs[k:k + batch_size])
+    t2 = time.perf_counter()
+    return (t1 - t0) / len(graphs) * 1000, (t2 - t1) / len(graphs) * 1000
+
+
+def print_model_calls(mlip, structures, batch_size: int) -> None:
+    if not mlip.batched:
+        return
+    one, many = model_call_ms(mlip, [AseAtomsAdaptor.get_atoms(s) for s in structures], batch_size)
+    print(f"{mlip!r}, {torch.get_num_threads()} thread(s), model calls alone (energy, forces, stress of "
+          f"{len(structures)} unrelaxed structures): {one:.1f} ms per structure one at a time, "
+          f"{many:.1f} ms in batches of {batch_size}: {one / many:.2f}x")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--backend", default="chgnet")
@@ -53,17 +78,22 @@ def main():
     ap.add_argument("--max-steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model-calls-only", action="store_true",
+                    help="only time the model calls, one structure vs a batch per call (seconds, not minutes)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # as the workflow's stages do: torch gets them, numpy's BLAS one
 
     structures = rattled_alexandria(args.n, args.max_sites, args.seed)
     nat = np.array([len(s) for s in structures])
     mlip = load_mlip(MLIPConfig.from_dict({"backend": args.backend, "model": args.model, "device": args.device}))
+    if args.model_calls_only:
+        return print_model_calls(mlip, structures, args.batch_size)
     cfg = {"fmax": args.fmax, "max_steps": args.max_steps, "batch_size": args.batch_size}
     relax_structures(mlip, structures[:2], RelaxConfig.from_dict({**cfg, "method": "batched"}))  # warm-up
     relax_structures(mlip, structures[:1], RelaxConfig.from_dict({**cfg, "method": "ase"}))
 
+    load0 = os.getloadavg()[0]
     runs = {}
     for method in ("ase", "batched"):
         t0 = time.perf_counter()
@@ -75,12 +105,14 @@ def main():
 
     print(f"{mlip!r} on {mlip.device}, {args.threads} thread(s): {len(structures)} Alexandria structures "
           f"rattled by 0.1 Å, {nat.sum()} atoms (mean {nat.mean():.1f}); fmax {args.fmax} eV/Å, "
-          f"max_steps {args.max_steps}, batch {args.batch_size}")
+          f"max_steps {args.max_steps}, batch {args.batch_size}; load average {load0:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end on {os.cpu_count()} cores")
     for name, (t, df) in (("per-structure ASE FIRE", runs["ase"]), ("batched TorchSim FIRE", runs["batched"])):
         print(f"{name:24s}: {t:8.1f} s  {len(structures) / t:7.2f} structures/s  "
               f"{df['steps'].sum():6d} steps, {df['converged'].sum()} converged, "
               f"{(df['status'] != 'ok').sum()} failed")
     print(f"speed-up batched / per-structure = {t_ase / t_bat:.2f}x")
+    print_model_calls(mlip, structures, args.batch_size)
     print(f"|E_final batched - E_final ASE| over {both.sum()} structures: median {np.median(d_mev):.3f} "
           f"meV/atom, worst {d_mev.max():.3f} meV/atom; steps differ by at most "
           f"{(bat['steps'] - ase['steps']).abs().max()}")
