@@ -88,7 +88,8 @@ def main():
     nat = np.array([len(s) for s in structures])
     mlip = load_mlip(MLIPConfig.from_dict({"backend": args.backend, "model": args.model, "device": args.device}))
     if args.model_calls_only:
-        return print_model_calls(mlip, structures, args.batch_size)
+        print_model_calls(mlip, structures, args.batch_size)
+        return
     cfg = {"fmax": args.fmax, "max_steps": args.max_steps, "batch_size": args.batch_size}
     relax_structures(mlip, structures[:2], RelaxConfig.from_dict({**cfg, "method": "batched"}))  # warm-up
     relax_structures(mlip, structures[:1], RelaxConfig.from_dict({**cfg, "method": "ase"}))

@@ -54,8 +54,8 @@ def test_atomic_outputs_follow_the_umask(tmp_path):
 
 
 def test_set_threads_gives_torch_n_and_numpy_blas_one():
-    """In a fresh process with numpy already loaded, as in a Snakemake job: BLAS is limited
-    in place, torch (imported before or after) keeps the job's threads."""
+    """In a fresh process with numpy and torch already loaded, as in a Snakemake job: BLAS is
+    limited in place, torch keeps the job's threads."""
     code = (
         "import numpy, torch\n"
         "from threadpoolctl import threadpool_info\n"

@@ -26,7 +26,8 @@ def _chmod_like_new(path: Path, directory: bool = False) -> None:
     os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
-_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")  # numpy's, not torch's MKL
+_JOB_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")  # torch's MKL included
+_BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")  # numpy's
 
 
 @contextlib.contextmanager
@@ -99,7 +100,7 @@ def set_threads(n: int) -> None:
     from threadpoolctl import threadpool_limits
 
     n = max(1, int(n))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    for var in _JOB_THREAD_VARS:
         os.environ[var] = str(n)
     for var in _BLAS_THREAD_VARS:
         os.environ[var] = "1"
