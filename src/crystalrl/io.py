@@ -93,8 +93,8 @@ def set_threads(n: int) -> None:
     Oversubscribed threads made MLIP relaxations 5-6x slower when two jobs shared the
     2 cores (see docs); every script calls this first. BLAS here multiplies 3x3 cells
     and other small matrices (ASE's FIRE and cell filter, pymatgen), where threads only
-    cost: ASE relaxation of 20 structures with CHGNet took 86.5 s with OpenBLAS on 2
-    threads and 42.4 s on 1 (torch on 2 both times). numpy is loaded before this runs,
+    cost: `bench/bench_relax.py --backend chgnet --threads 2` relaxed 100 structures one
+    by one with ASE in 580.5 s with OpenBLAS on 2 threads and 284.0 s on 1. numpy is loaded before this runs,
     so its BLAS is limited in place (threadpoolctl); the variables reach later loads.
     """
     from threadpoolctl import threadpool_limits
