@@ -52,3 +52,19 @@ def test_tokenize_param_change_reruns_tokenize_not_curate(tmp_path):
     (wd / "extra.yaml").write_text(yaml.safe_dump({"data": {"limit": 40, "seed": 7}}))
     jobs = planned_jobs(snakemake(wd, "-n", target))
     assert jobs == {"curate": 1, "tokenize": 1}, jobs
+
+
+def test_parse_imports_no_heavy_library(tmp_path):
+    """Snakemake parses the workflow at every run and inside every Slurm job: reading and
+    checking the config must not import pymatgen (3 s), torch or jax, which the stages
+    import themselves."""
+    wd = make_workdir(tmp_path, {})
+    probe = ("import atexit, runpy, sys\n"
+             "heavy = ('pymatgen', 'torch', 'jax', 'matplotlib', 'ase')\n"
+             "atexit.register(lambda: print('HEAVY:', sorted({m.split('.')[0] for m in sys.modules} & set(heavy))))\n"
+             "sys.argv = ['snakemake', '-n', 'all', '--configfile', 'config/demo.yaml', 'extra.yaml']\n"
+             "runpy.run_module('snakemake', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=wd, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Job stats:" in out, out[-3000:]
+    assert "HEAVY: []" in out, re.findall(r"HEAVY: .*", out)

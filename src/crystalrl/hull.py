@@ -24,6 +24,9 @@ From config: `load_hull(HullConfig.from_dict(config["hull"]))`, checked before a
 job runs by `check_config`. Without config: `load_reference("mp_bundled")`
 (pymatgen's 423 MP entries), a JSON of entry dicts, the Alexandria convex-hull
 json.bz2, a Parquet of `HullReference.to_parquet`, or a formation-energy CSV.
+
+pymatgen is imported where it is used: every Snakemake parse (each Slurm job too) reads
+`HullConfig`, and importing pymatgen's MP2020 scheme takes 3 s on its own.
 """
 from __future__ import annotations
 
@@ -39,14 +42,16 @@ from collections import defaultdict
 from dataclasses import dataclass
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Mapping
 
 import numpy as np
 import pandas as pd
-from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
-from pymatgen.core import Composition, Element, Structure
-from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
-from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
+
+if TYPE_CHECKING:
+    from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+    from pymatgen.core import Composition, Element, Structure
+    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+    from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
 
 from crystalrl.config import ConfigError, SectionConfig
 
@@ -65,6 +70,8 @@ def mp2020_compatibility() -> MaterialsProject2020Compatibility:
     """One shared MP2020 scheme; POTCARs are never available for MLIP energies."""
     global _COMPAT
     if _COMPAT is None:
+        from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+
         _COMPAT = MaterialsProject2020Compatibility(check_potcar=False)
     return _COMPAT
 
@@ -103,6 +110,8 @@ def mp2020_entry(structure: Structure, energy_total: float, *, entry_id: str | N
     Raises `ValueError` when the MP2020 scheme rejects the entry (its message says
     why), so a caller can record the reason and go on.
     """
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
     hubbards = mp_hubbard_u(structure.composition)
     params = {"run_type": "GGA+U" if hubbards else "GGA", "is_hubbard": bool(hubbards),
               "hubbards": hubbards, "software": "vasp"}
@@ -133,6 +142,8 @@ def _open_any(path: Path):
 
 def _entry_from_dict(d: dict) -> ComputedEntry:
     """Entry dict -> ComputedEntry; structures are dropped to save memory."""
+    from pymatgen.entries.computed_entries import ComputedEntry
+
     if "structure" in d:
         d = {k: v for k, v in d.items() if k != "structure"}
     d = {**d, "@class": "ComputedEntry", "@module": "pymatgen.entries.computed_entries"}
@@ -187,6 +198,9 @@ def _read_entry_json(path: Path) -> tuple[list[ComputedEntry], bool]:
 
 def _read_formation_csv(path: Path) -> list[PDEntry]:
     """Formation-energy CSV (composition + formation_energy_per_atom, eV/atom) -> PDEntries."""
+    from pymatgen.analysis.phase_diagram import PDEntry
+    from pymatgen.core import Composition
+
     df = pd.read_csv(path)
     comp_col = next((c for c in ("composition", "formula", "pretty_formula") if c in df), None)
     if comp_col is None or "formation_energy_per_atom" not in df:
@@ -313,6 +327,9 @@ class HullReference:
 
         Raises `KeyError` naming the elements that have no reference entry.
         """
+        from pymatgen.analysis.phase_diagram import PhaseDiagram
+        from pymatgen.core import Element
+
         key = tuple(sorted(set(elements)))
         if key not in self._pd_cache:
             missing = [el for el in key if el not in self.elements]
@@ -371,6 +388,8 @@ class HullReference:
         E_form = E - sum_i n_i mu_i (matbench-discovery's `get_e_form_per_atom`, times N).
         Raises KeyError naming elements without a reference energy.
         """
+        from pymatgen.analysis.phase_diagram import PDEntry
+
         comp = entry.composition
         missing = [el.symbol for el in comp.elements if el.symbol not in self.elemental_refs]
         if missing:
@@ -438,6 +457,9 @@ def formation_reference(path: str | os.PathLike,
     element without a reference energy are left out (and logged), since no query in
     their chemical systems could be compared with them.
     """
+    from pymatgen.analysis.phase_diagram import PDEntry
+    from pymatgen.core import Composition
+
     path = Path(path)
     formation = _read_formation_csv(path)
     if elemental_entries is None:
@@ -454,6 +476,9 @@ def formation_reference(path: str | os.PathLike,
 
 
 def _read_table(path: Path) -> HullReference:
+    from pymatgen.analysis.phase_diagram import PDEntry
+    from pymatgen.core import Composition
+
     df = pd.read_parquet(path)
     kind = str(df["energy_kind"].iloc[0]) if len(df) else "total"
     role = df["role"] if "role" in df else pd.Series("entry", index=df.index)
