@@ -26,7 +26,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_mlip import load_alexandria  # noqa: E402
 
-from crystalrl.io import set_threads  # noqa: E402
+from crystalrl.io import keep_freed_memory, set_threads  # noqa: E402
 from crystalrl.mlip import MLIPConfig, load_mlip  # noqa: E402
 from crystalrl.relax import RelaxConfig, relax_structures  # noqa: E402
 
@@ -83,6 +83,7 @@ def main():
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     set_threads(args.threads)  # as the workflow's stages do: torch gets them, numpy's BLAS one
+    keep_freed_memory()  # as the stages do
 
     structures = rattled_alexandria(args.n, args.max_sites, args.seed)
     nat = np.array([len(s) for s in structures])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from types import SimpleNamespace
 
-from crystalrl.io import get_logger, set_threads
+from crystalrl.io import get_logger, keep_freed_memory, set_threads
 
 #: The sample sets every model gets (results/{run}/samples/{model}/{set}.parquet):
 #: "dist" draws space groups from the training distribution (paper Fig. 3, overall
@@ -43,9 +43,11 @@ def main(stage: str, snakemake) -> None:
     """Run stage `stage` with a Snakemake `script:` object's files, params, log and threads.
 
     Threads are limited before the stage module is imported, since torch, JAX and
-    BLAS read their thread settings when they load.
+    BLAS read their thread settings when they load; freed memory is kept for reuse
+    (`keep_freed_memory`: MLIP autograd passes spent much of their time in page faults).
     """
     set_threads(snakemake.threads)
+    keep_freed_memory()
     module = importlib.import_module(f"crystalrl.stages.{stage}")
     log = get_logger(f"crystalrl.{stage}", snakemake.log[0] if snakemake.log else None)
     module.run(named(snakemake.input), named(snakemake.output), dict(_items(snakemake.params)),
