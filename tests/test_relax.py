@@ -188,3 +188,60 @@ def test_relax_stages(chgnet, shared_data, tmp_path):
                 "converged", "steps", "status", "hull_status", "seconds"]:
         assert col in df
     assert "batched relaxation" in (tmp_path / "relax_0.log").read_text()
+
+
+def test_memoized_expm_frechet_equals_torchsim(monkeypatch):
+    """One block-matrix exponential per A answers TorchSim's 9 direction calls, to rounding."""
+    import torch_sim.math as tsm
+
+    import crystalrl.relax.frechet as fr
+
+    computed = []
+    units = fr.expm_frechet_units
+    monkeypatch.setattr(fr, "expm_frechet_units", lambda a: computed.append(1) or units(a))
+    original = tsm.expm_frechet
+    gen = torch.Generator().manual_seed(0)
+    a_k33 = 0.2 * torch.randn(3, 3, 3, dtype=torch.float64, generator=gen)  # log deformation gradients
+    e_k33 = [*torch.eye(9, dtype=torch.float64).reshape(9, 3, 3), torch.randn(3, 3, dtype=torch.float64, generator=gen)]
+    with fr.memoized_expm_frechet():
+        assert tsm.expm_frechet is not original
+        for k, a in enumerate(a_k33):
+            for e in e_k33:
+                got = tsm.expm_frechet(a, e, compute_expm=False)
+                torch.testing.assert_close(got, original(a, e, compute_expm=False), rtol=0, atol=1e-12)
+            assert len(computed) == k + 1  # 10 directions, one matrix exponential
+        expm_a, _ = tsm.expm_frechet(a_k33[0], e_k33[0])  # asks for expm(A) too: TorchSim's own
+        torch.testing.assert_close(expm_a, torch.linalg.matrix_exp(a_k33[0]))
+    assert tsm.expm_frechet is original
+
+
+def test_memoized_expm_frechet_gives_torchsim_cell_forces():
+    """A TorchSim Frechet-FIRE step on strained, rattled argon gives the same cell forces with it."""
+    import torch_sim as ts
+    from ase.build import bulk
+    from torch_sim.models.lennard_jones import LennardJonesModel
+
+    from crystalrl.relax.frechet import memoized_expm_frechet
+
+    model = LennardJonesModel(sigma=3.405, epsilon=0.0104, cutoff=8.0, device=torch.device("cpu"),
+                              dtype=torch.float64, compute_forces=True, compute_stress=True)
+    atoms_list = []
+    for k, strain in enumerate((0.97, 1.0, 1.04)):
+        atoms = bulk("Ar", "fcc", a=5.26 * strain, cubic=True)
+        atoms.rattle(0.05, seed=k)
+        atoms.set_cell(atoms.cell.array @ (np.eye(3) + 0.02 * k * np.ones((3, 3))), scale_atoms=True)
+        atoms_list.append(atoms)
+    init_fn, step_fn = ts.frechet_cell_fire(model, md_flavor="ase_fire")
+    out = []
+    for memo in (False, True):
+        state = init_fn(ts.initialize_state(atoms_list, model.device, model.dtype))
+        for _ in range(3):
+            if memo:
+                with memoized_expm_frechet():
+                    state = step_fn(state)
+            else:
+                state = step_fn(state)
+        out.append(state)
+    assert out[0].cell_forces.abs().max() > 1e-4  # the cell really moves
+    torch.testing.assert_close(out[1].cell_forces, out[0].cell_forces, rtol=0, atol=1e-10)
+    torch.testing.assert_close(out[1].positions, out[0].positions, rtol=0, atol=1e-10)

@@ -14,7 +14,8 @@ The loop around the step is ours, not `torch_sim.optimize`, for three reasons:
 - After every step the `Guards` check each structure, so one that explodes leaves
   the batch with its reason while the others go on.
 Structures leave the batch when converged, exploded or out of steps, and waiting
-ones take their place, so the batch stays full.
+ones take their place, so the batch stays full. The cell forces' matrix-exponential
+derivatives take one call per structure, not nine (`frechet.memoized_expm_frechet`).
 
 TorchSim 0.3.0 marks a structure's first FIRE step with NaN velocities, and while any
 structure of the batch has them it skips the FIRE update of every structure in it: each
@@ -36,6 +37,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from crystalrl.mlip.base import BatchedMLIP
 
+from .frechet import memoized_expm_frechet
 from .guards import Guards
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ def max_filter_force(state) -> torch.Tensor:
 F_DEC = 0.5  # FIRE's time-step decrease factor (ASE's and TorchSim's default)
 
 
+@memoized_expm_frechet()  # TorchSim 0.3.0's cell forces: one matrix exponential per structure, not 9
 def relax_batched(mlip: BatchedMLIP, atoms_list: list[Atoms], *, fmax: float, max_steps: int,
                   guards: Guards, batch_size: int) -> tuple[list[dict | None], list[int]]:
     """Relax `atoms_list` in batches of `batch_size`; -> (rows, retry).
