@@ -50,6 +50,7 @@ class CHGNetMLIP(BatchedMLIP):
         one `autograd.grad` over positions and strains gives F = -dE/dx and
         sigma = (1/V) dE/d(strain), the same quantities (tests/test_mlip.py checks them
         against CHGNet's calculator) at about half the cost (bench/bench_relax.py).
+        `_compute` is CHGNet's private API: chgnet is pinned, and that test fails if it changes.
         """
         from chgnet.model.model import BatchedGraph
 
