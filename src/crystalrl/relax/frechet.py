@@ -2,9 +2,10 @@
 
 After every step the filter turns the virial into cell forces through L(A, E), the Frechet
 derivative of expm at A = log(deformation gradient), along the 9 unit directions E, one
-`torch_sim.math.expm_frechet` call per structure and direction. Each is a dozen small torch
-ops (about 0.25 ms on a CPU core), so 9 calls per structure took 15% of a batched CHGNet
-relaxation on 2 cores. TorchSim batches them from 0.5 on (its PR #439, Python >= 3.12).
+`torch_sim.math.expm_frechet` call per structure and direction, each a dozen small torch
+ops: 15% of a batched CHGNet relaxation on 2 cores in a cProfile run, and 1.25x per step
+with this module (bench/bench_frechet.py). TorchSim batches them from 0.5 on (its PR #439,
+Python >= 3.12).
 
 Here, inside `memoized_expm_frechet()`, the first call for a matrix A computes all 9 unit
 derivatives in one block-matrix exponential,
