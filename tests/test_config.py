@@ -45,6 +45,20 @@ def test_wrong_type_and_range_are_named():
     assert "config key 'model.num_layers'" in msg and "config key 'ppo.clip_eps'" in msg
 
 
+@pytest.mark.parametrize("cfg, key", [
+    ({"ppo": {"lr": float("nan")}}, "ppo.lr"),
+    ({"sample": {"temperature": float("inf")}}, "sample.temperature"),
+    ({"pretrain": {"lr_decay": float("-inf")}}, "pretrain.lr_decay"),
+    ({"ppo": {"runs": ["x"]}, "ppo_runs": {"x": {"beta": float("nan")}}}, "ppo_runs.x.beta"),
+    ({"relax": {"fmax": float("nan")}}, "relax.fmax"),
+    ({"data": {"split": [0.8, float("nan"), 0.1]}}, "data.split.1"),
+])
+def test_nan_and_infinity_are_refused_naming_the_key(cfg, key):
+    """Schema bounds are comparisons, which NaN passes: `ppo.lr: .nan` once ran and wrote a NaN model."""
+    with pytest.raises(ConfigError, match=f"config key '{key}': -?(nan|inf) is not a finite number"):
+        validate_config(cfg)
+
+
 def test_split_must_sum_to_one():
     with pytest.raises(ConfigError, match="data.split"):
         validate_config({"data": {"split": [0.5, 0.1, 0.1]}})

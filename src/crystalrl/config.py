@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import functools
 import importlib
+import math
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping
 
@@ -65,10 +66,27 @@ def _schema(schema_path: str) -> dict[str, Any]:
     return yaml.safe_load(Path(schema_path).read_text())
 
 
+def _non_finite(instance: Any, path: tuple = ()) -> list[str]:
+    """A message for every NaN or infinity anywhere in `instance`.
+
+    JSON Schema's bounds are comparisons, and every comparison with NaN is false, so
+    `minimum`/`exclusiveMinimum` let NaN through (YAML writes it `.nan`); no setting of
+    this workflow means anything by NaN or infinity, so none may hold one.
+    """
+    if isinstance(instance, float) and not math.isfinite(instance):
+        key = ".".join(map(str, path)) or "<top level>"
+        return [f"config key '{key}': {instance} is not a finite number"]
+    if isinstance(instance, dict):
+        return [m for k, v in instance.items() for m in _non_finite(v, path + (k,))]
+    if isinstance(instance, (list, tuple)):
+        return [m for i, v in enumerate(instance) for m in _non_finite(v, path + (i,))]
+    return []
+
+
 def _errors(validator_schema: dict, instance: Any, prefix: str = "") -> list[str]:
     errors = sorted(_Validator(validator_schema).iter_errors(instance),
                     key=lambda e: list(map(str, e.absolute_path)))
-    msgs = [_describe(e) for e in errors]
+    msgs = _non_finite(instance) + [_describe(e) for e in errors]
     if prefix:  # errors of a section name its keys from the top of the config
         msgs = [m.replace("config key '", f"config key '{prefix}.", 1).replace(f"'{prefix}.<top level>'", f"'{prefix}'")
                 for m in msgs]
