@@ -136,7 +136,7 @@ def test_killed_run_resumes_to_the_same_parameters(alex, tmp_path):
     assert CheckpointStore(tmp_path / "b").latest_step() == 4
     assert _max_diff(part, full) > 1e-4  # the stopped run really is somewhere else
     resumed = fit(cfg, tr, va, ckpt_dir=tmp_path / "b", metrics_path=tmp_path / "b.parquet", **kw)
-    assert _max_diff(resumed, full) <= 1e-6
+    assert _max_diff(resumed, full) == 0.0  # bit for bit
     ma, mb = pd.read_parquet(tmp_path / "a.parquet"), pd.read_parquet(tmp_path / "b.parquet")
     cols = [c for c in ma.columns if c != "time_s"]
     pd.testing.assert_frame_equal(ma[cols], mb[cols], rtol=1e-6)
@@ -203,7 +203,8 @@ def test_model_dir_roundtrip_and_fine_tuning_start(alex, tmp_path):
     with pytest.raises(ValueError, match="num_layers"):
         fit(ModelConfig.from_dict(dict(SMALL, num_layers=3)), tr, va, lr=LR, batch_size=BS, steps=1,
               init_from=str(tmp_path / "model"))
-    with pytest.raises(FileNotFoundError, match="not a crystalrl model directory"):
+    from crystalrl.artifacts import ArtifactError
+    with pytest.raises(ArtifactError, match="not a crystalrl model directory"):
         load_model(tmp_path)
 
 
@@ -235,6 +236,18 @@ def test_train_stage_writes_model_and_metrics_then_sft(alex, tmp_path):
     sft = pd.read_parquet(tmp_path / "sft.parquet")
     base = pd.read_parquet(tmp_path / "base.parquet")
     assert sft["val_loss"].iloc[0] == pytest.approx(base["val_loss"].iloc[-1], rel=1e-6)
+
+    # Issue 23: the base model is retrained in place (another lr); SFT's checkpoints of the old
+    # base must be set aside, not resumed, and the new SFT equals one that had no checkpoints
+    first_sft, _ = load_model(tmp_path / "sft")
+    save_model(tmp_path / "base", fit(cfg, tr, va, lr=9e-4, batch_size=BS, steps=6), cfg)
+    stage("sft", init=str(tmp_path / "base"), steps=3)
+    log = (tmp_path / "sft.log").read_text()
+    assert "not resumed" in log and "init_params" in log, log[-2000:]
+    redone, _ = load_model(tmp_path / "sft")
+    fresh = fit(ModelConfig.from_dict(SMALL), tr, va, lr=LR, batch_size=BS, steps=3, seed=0,
+                init_from=str(tmp_path / "base"))
+    assert _max_diff(redone, fresh) == 0.0 and _max_diff(redone, first_sft) > 1e-4
 
 
 _DP_SCRIPT = textwrap.dedent("""

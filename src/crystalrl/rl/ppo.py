@@ -29,6 +29,7 @@ import pandas as pd
 from flax import nnx
 
 from crystalrl.config import SectionConfig
+from crystalrl.digest import digest_arrays
 from crystalrl.io import write_parquet_atomic
 from crystalrl.model.likelihood import logp_terms
 from crystalrl.model.sampler import SampleBatch, sample
@@ -106,7 +107,7 @@ def _logp_fn(graphdef, rest):
 
 def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
             sg_probs: np.ndarray, cfg: PPOConfig, *, decode: Callable[[SampleBatch], list] | None = None,
-            ckpt_dir: str | None = None,
+            ckpt_dir: str | None = None, run_key: dict | None = None,
             metrics_path: str | None = None, log: logging.Logger | None = None,
             stop_after: int | None = None):
     """Fine-tune `policy` (an nnx CrystalFormer) with PPO; returns (policy, metrics DataFrame).
@@ -114,6 +115,11 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
     `reference` is the frozen model of the KL term (the start model). The reward sees
     the decoded structures (None where a sample does not decode), or what `decode`
     makes of the sampled batch (a toy reward on tokens, in tests).
+    `ckpt_dir`: Orbax checkpoints every `ckpt_every` steps; a rerun of the same run resumes
+    from the newest intact one. `run_key`: JSON-able identity of what the reward reads
+    (its settings and input digests); checkpoints are resumed only when it, the settings,
+    the start and reference parameters and `sg_probs` are all the same.
+    A loss, KL or baseline that turns NaN or inf stops the run (FloatingPointError).
     `stop_after` stops after that many steps as if killed (tests of resumption).
     """
     log = log or _LOG
@@ -126,18 +132,19 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
     state["opt_state"] = tx.init(state["params"])
     baseline, history, start = None, [], 0
 
-    # checkpoints of a run with any other setting (reward and space groups included) are not resumed
-    run_id = dict(cfg=cfg.to_dict(), n_params=int(sum(x.size for x in jax.tree.leaves(state["params"]))))
-    store = CheckpointStore(ckpt_dir) if ckpt_dir else None
-    if store is not None and store.latest_step() is not None:
-        meta = store.read_meta()
-        if meta.get("run") == run_id:
-            start, state, meta = store.restore_latest(abstract_like(state))
+    # A checkpoint is resumed only by the run that wrote it: the same settings (all but the
+    # step count, so a run can be extended), start and reference parameters by value, space
+    # group distribution and reward inputs (`run_key`). Anything else is set aside, never resumed.
+    run_id = dict(cfg={k: v for k, v in cfg.to_dict().items() if k not in ("steps", "ckpt_every")},
+                  start_params=digest_arrays(state["params"]), reference_params=digest_arrays(ref_params),
+                  spacegroup_probs=digest_arrays(np.asarray(sg_probs, np.float64)), inputs=run_key or {})
+    store = CheckpointStore(ckpt_dir, log=log) if ckpt_dir else None
+    if store is not None:
+        resumed = store.resume(abstract_like(state), run_id, max_step=cfg.steps)
+        if resumed is not None:
+            start, state, meta = resumed
             baseline, history = meta["baseline"], meta["history"]
             log.info("resumed PPO from %s at step %d", ckpt_dir, start)
-        else:
-            log.warning("checkpoints in %s belong to another PPO run; starting afresh", ckpt_dir)
-            store.clear()
 
     key0 = jax.random.key(cfg.seed)
     for step in range(start, cfg.steps):
@@ -166,9 +173,14 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
             row[f"{name}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
         row.update(time_sample_s=t_sample, time_step_s=time.time() - t0)
         history.append(row)
+        done = step + 1
         log.info("ppo step %d/%d  reward %.4f +- %.4f  kl %.4f  valid %.2f  %.1fs", step + 1, cfg.steps,
                  row["reward_mean"], row["reward_std"], row["kl"], row["frac_valid"], row["time_step_s"])
-        done = step + 1
+        if not all(np.isfinite(row[k]) for k in ("loss", "grad_norm", "kl", "baseline")):
+            raise FloatingPointError(
+                f"PPO diverged at step {done}: loss {row['loss']}, grad norm {row['grad_norm']}, kl {row['kl']}, "
+                f"baseline {row['baseline']}. The newest checkpoint before this step is kept; lower ppo.lr "
+                "(or check the reward for NaN) and rerun.")
         if metrics_path:
             write_parquet_atomic(pd.DataFrame(history), metrics_path)
         if store is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps):

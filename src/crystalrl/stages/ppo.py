@@ -10,6 +10,7 @@ import os
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch reward models
 
+from crystalrl.digest import digest_files  # noqa: E402
 from crystalrl.hull import HullConfig, load_hull  # noqa: E402
 from crystalrl.io import write_parquet_atomic  # noqa: E402
 from crystalrl.mlip import MLIPConfig, load_mlip  # noqa: E402
@@ -29,6 +30,21 @@ def build_reward(name: str, params: dict, dielectric_dirs=None, *, clip: float):
     return make_reward(name, dielectric_dirs=dielectric_dirs, clip=clip, batch_size=mlip_cfg.batch_size)
 
 
+def reward_key(reward: str, params: dict, inputs) -> dict:
+    """What the reward reads besides the samples, for the run's identity (`run_ppo`'s `run_key`):
+    its settings and the content digests of its input files (hull, dielectric models)."""
+    files = _as_list(getattr(inputs, "hull", None)) + _as_list(getattr(inputs, "dielectric", None))
+    key = dict(reward=reward, files=digest_files(*files) if files else None)
+    if reward == "ehull":  # where the MLIP runs and in what batches does not change what it computes
+        key.update(mlip={k: v for k, v in params["mlip"].items() if k not in ("device", "batch_size")},
+                   hull=params["hull"])
+    return key
+
+
+def _as_list(x) -> list:
+    return [] if not x else [x] if isinstance(x, str) else list(x)
+
+
 def run(inputs, outputs, params, log, threads=1) -> None:
     cfg = PPOConfig.from_dict(params["ppo"])
     policy, model_cfg = load_model(inputs.start_model)
@@ -40,7 +56,7 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     log.info("PPO %s from %s: reward %s, beta %g, %d steps of %d samples", outputs.model, inputs.start_model,
              cfg.reward, cfg.beta, cfg.steps, cfg.batch_size)
     policy, metrics = run_ppo(policy, reference, reward_fn, sg_p, cfg, ckpt_dir=params["ckpt_dir"],
-                              metrics_path=outputs.metrics, log=log)
+                              run_key=reward_key(cfg.reward, params, inputs), metrics_path=outputs.metrics, log=log)
     save_model(outputs.model, policy, model_cfg, extra_meta=dict(stage="ppo", start_from=str(inputs.start_model),
                                                                  ppo=cfg.to_dict()))
     write_parquet_atomic(metrics, outputs.metrics)

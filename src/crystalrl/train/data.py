@@ -9,7 +9,6 @@ the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from crystalrl.digest import digest_arrays
 from crystalrl.tokenizer import TOKEN_KEYS, tokens_to_arrays
 
 KEYS = TOKEN_KEYS
@@ -124,8 +124,4 @@ def take(arrays: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray
 
 def fingerprint(arrays: dict[str, np.ndarray]) -> str:
     """A short hash of the token arrays: a checkpoint of other data must not be resumed."""
-    h = hashlib.sha256()
-    for k in KEYS:
-        a = np.ascontiguousarray(arrays[k])
-        h.update(k.encode() + str(a.shape).encode() + a.tobytes())
-    return h.hexdigest()[:16]
+    return digest_arrays({k: arrays[k] for k in KEYS})

@@ -30,6 +30,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from crystalrl.config import SectionConfig
+from crystalrl.digest import digest_arrays
 from crystalrl.io import write_parquet_atomic
 from crystalrl.model.published import load_published
 from crystalrl.model.store import abstract_like, build_model, load_model, params_of, set_params
@@ -205,6 +206,17 @@ class _Metrics:
         self.flush()
         return dict(history=self.history, acc=self.acc)
 
+    def check_finite(self, step: int) -> None:
+        """FloatingPointError when a loss since the last validation, or the last row, is NaN or inf."""
+        self.flush()
+        last = self.history[-1] if self.history else {}
+        bad = {k: v for k, v in {**self.acc["sums"], **last}.items()
+               if k.startswith(("loss", "train_loss", "val_loss")) and not np.isfinite(v)}
+        if bad:
+            raise FloatingPointError(
+                f"training diverged by step {step}: {sorted(bad)} not finite. The newest checkpoint "
+                "before this step is kept; lower the learning rate (or raise clip_grad) and rerun.")
+
 
 def _initial_state(cfg_model, seed, init_from, tx):
     """(graphdef, rest, rng tags, state dict) of a fresh or `init_from` model."""
@@ -231,8 +243,10 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
     trained model (on the default device).
 
     `ckpt_dir`: resumable Orbax checkpoints every `cfg.ckpt_every` steps and at the end; a
-    run finds the newest one there and continues from it (checkpoints of another
-    config, data set or optimizer setting are discarded with a warning). `init_from`:
+    run finds the newest intact one there and continues from it. Checkpoints of another
+    run (config, optimizer setting, starting parameters or data) are set aside, never
+    resumed (`CheckpointStore.resume`). A loss that turns NaN or inf stops the run
+    (FloatingPointError) before it is checkpointed. `init_from`:
     a model directory (see `crystalrl.model.store`) or a public CrystalFormer Haiku
     checkpoint (`.pkl`/`.npz`, read with `cfg_model`) whose parameters start the run
     (fine-tuning, SFT); only the dropout rates may differ from `cfg_model`. `stop_after`:
@@ -269,21 +283,17 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
     train_step, eval_sums = _make_steps(graphdef, tags, float(lr), float(lr_decay), float(clip_grad), mesh)
     val_batches = _val_batches(val_arrays, batch_size, data_sh)
 
+    # A checkpoint is resumed only by the run that wrote it: same settings, same starting
+    # parameters (by value: a retrained or replaced init model changes them), same data.
     run_id = dict(model=cfg_model.to_dict(), lr=lr, lr_decay=lr_decay, batch_size=batch_size,
-                  clip_grad=clip_grad, seed=seed, init_from=str(init_from) if init_from else None,
-                  train_data=fingerprint(train_arrays), n_train=order.n_rows)
+                  clip_grad=clip_grad, seed=seed, init_params=digest_arrays(state["params"]),
+                  train_data=fingerprint(train_arrays), val_data=fingerprint(val_arrays), n_train=order.n_rows)
     metrics, start = _Metrics(metrics_path), 0
-    store = CheckpointStore(ckpt_dir, keep=keep_ckpts) if ckpt_dir else None
-    if store is not None and store.latest_step() is not None:
-        old = store.read_meta().get("run", {})
-        if old != run_id:
-            log.warning("checkpoints in %s belong to another run (differs in %s); starting afresh",
-                        ckpt_dir, sorted(k for k in run_id if old.get(k) != run_id[k]))
-            store.clear()
-        elif later := store.drop_after(steps):
-            log.warning("dropped checkpoints at steps %s beyond the %d steps asked for", later, steps)
-        if store.latest_step() is not None:
-            start, state, meta = store.restore_latest(abstract_like(state, repl))
+    store = CheckpointStore(ckpt_dir, keep=keep_ckpts, log=log) if ckpt_dir else None
+    if store is not None:
+        resumed = store.resume(abstract_like(state, repl), run_id, max_step=steps)
+        if resumed is not None:
+            start, state, meta = resumed
             metrics = _Metrics(metrics_path, meta["history"], meta["acc"])
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_dir, start,
                      *order.position(start))
@@ -310,6 +320,7 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
         done = step + 1
         if done % val_every == 0 or done == steps:
             validate(done)
+            metrics.check_finite(done)
         if t0 is None:  # time from the end of the first (compiling) step
             jax.block_until_ready(out)
             t0, first = time.time(), done
@@ -320,8 +331,9 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
                      time.strftime("%H:%M:%S", time.gmtime((steps - done) / rate)))
         if store is not None and (done % ckpt_every == 0 or done == steps):
             epoch, pos = order.position(done)
-            store.save(done, state, dict(step=done, epoch=epoch, batch_in_epoch=pos, seed=seed,
-                                         run=run_id, **metrics.state_dict()))
+            meta = dict(step=done, epoch=epoch, batch_in_epoch=pos, seed=seed, run=run_id, **metrics.state_dict())
+            metrics.check_finite(done)  # never checkpoint a diverged state: the last good one stays
+            store.save(done, state, meta)
         if stop_after is not None and done >= stop_after:
             log.info("stopping after step %d (stop_after)", done)
             break
