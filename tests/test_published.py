@@ -11,6 +11,9 @@ import hashlib
 import json
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 import threading
 from functools import partial
 from http.server import HTTPServer, SimpleHTTPRequestHandler
@@ -225,3 +228,69 @@ def test_checkpoint_urls():
         == "https://huggingface.co/zdcao/CrystalFormer/resolve/main/alex20/RL-ehull/epoch_000195.pkl"
     with pytest.raises(FileNotFoundError, match="neither a known name"):
         checkpoint_url("alex21")
+
+
+_CRAFTED = textwrap.dedent('''
+    import pickle, resource, sys
+    import numpy as np
+    from crystalrl.model.config import ModelConfig
+    from crystalrl.model.published import ArrayLimits, CheckpointError, read_checkpoint
+
+    folder = sys.argv[1]
+    cfg = ModelConfig.from_dict(dict(num_layers=2, num_heads=2, key_size=8, model_size=16, embed_size=8, h0_size=16))
+    ArrayLimits.for_config(cfg)  # warm up what the reader computes once, then cap the address space
+    vm = int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmSize"))) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (vm + (768 << 20), vm + (768 << 20)))
+    try:
+        np.ones(1 << 30)  # 8 GB: the cap holds
+        print("CAP NOT ENFORCED")
+    except MemoryError:
+        pass
+    for name in sys.argv[2:]:
+        try:
+            read_checkpoint(f"{folder}/{name}", cfg, sha256="0" * 64 if name == "pinned.pkl" else None)
+            print("READ", name)
+        except CheckpointError as exc:
+            print("REFUSED", name, "::", str(exc)[:400])
+        except MemoryError:
+            print("MEMORY", name)
+''')
+
+
+def test_crafted_pickles_are_refused_within_bounded_memory(tmp_path, repo_root):
+    """Issue 23: a list of a million references to one 1 MB object made the error message build a
+    ~1e12-byte repr; a 94-byte pickle calling numpy.ndarray allocated any size. Under an address-space
+    cap of 768 MB above the interpreter, each is a CheckpointError naming the file."""
+
+    class Call:
+        def __init__(self, fn, *args):
+            self.fn, self.args = fn, args
+
+        def __reduce__(self):
+            return self.fn, self.args
+
+    big = b"x" * (1 << 20)
+    files = {
+        "refs.pkl": pickle.dumps([big] * (1 << 20), protocol=4),  # top level a list: the repr bomb
+        "refs_keys.pkl": pickle.dumps({("k" * 1000, i): big for i in range(2000)}, protocol=4),
+        "ndarray.pkl": pickle.dumps({"params": Call(np.ndarray, (10 ** 11,), "f8")}, protocol=4),
+        "reconstruct.pkl": pickle.dumps(Call(np._core.multiarray._reconstruct, np.ndarray, (10 ** 11,), b"b")),
+        "object_dtype.pkl": pickle.dumps({"params": {"m": {"w": np.array([None, 1], dtype=object)}}}),
+        "pinned.pkl": pickle.dumps({"params": Call(np.ndarray, (10 ** 11,), "f8")}),
+    }
+    assert len(files["ndarray.pkl"]) < 200 and len(files["refs.pkl"]) < 4 << 20
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    proc = subprocess.run([sys.executable, "-c", _CRAFTED, str(tmp_path), *files], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    out = proc.stdout
+    assert proc.returncode == 0 and "CAP NOT ENFORCED" not in out, proc.stderr[-3000:]
+    lines = {ln.split()[1]: ln for ln in out.splitlines() if ln.startswith(("REFUSED", "READ", "MEMORY"))}
+    assert set(lines) == set(files), out
+    for name in files:
+        assert lines[name].startswith("REFUSED") and str(tmp_path / name) in lines[name], lines[name]
+    assert "holds a list of length 1,048,576" in lines["refs.pkl"]
+    assert "more than the largest parameter" in lines["ndarray.pkl"]
+    assert "more than the largest parameter" in lines["reconstruct.pkl"]
+    assert "not a plain numeric" in lines["object_dtype.pkl"]
+    assert "sha256" in lines["pinned.pkl"] and "not unpickled" in lines["pinned.pkl"]
