@@ -80,23 +80,40 @@ def read_model_meta(model_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(model_dir) / "meta.json").read_text())
 
 
+def is_model_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` looks like a model directory (`config.json` beside `params/`)."""
+    path = Path(path)
+    return (path / "config.json").is_file() and (path / "params").is_dir()
+
+
 def load_model(path: str | os.PathLike) -> tuple[CrystalFormer, ModelConfig]:
     """Load a model directory written by `save_model` -> (model, cfg).
 
-    (A public CrystalFormer checkpoint file, which carries no config, is read by
-    `crystalrl.model.published.load_published(path, cfg)`.)
+    A directory whose config or parameters cannot be read raises ArtifactError naming
+    it and the command that rebuilds it. (A public CrystalFormer checkpoint file, which
+    carries no config, is read by `crystalrl.model.published.load_published(path, cfg)`.)
     """
+    from crystalrl.artifacts import ArtifactError
+
     path = Path(path)
     if path.is_file():
         raise ValueError(f"{path} is a file, not a model directory: a public CrystalFormer checkpoint has no "
                          "config; read it with crystalrl.model.published.load_published(path, cfg)")
-    if not (path / "config.json").exists() or not (path / "params").exists():
-        raise FileNotFoundError(f"{path}: not a crystalrl model directory "
-                                "(expected config.json and params/ written by save_model)")
-    cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
+    if not is_model_dir(path):
+        raise ArtifactError(path, "not a crystalrl model directory (expected config.json and params/ written "
+                                  "by save_model)")
+    try:
+        cfg = ModelConfig.from_dict(json.loads((path / "config.json").read_text()))
+    except (ValueError, TypeError) as exc:  # JSON errors are ValueErrors; ConfigError too
+        raise ArtifactError(path, f"config.json cannot be read ({type(exc).__name__}: {exc})") from exc
     model = build_model(cfg)
     ckptr = ocp.StandardCheckpointer()
-    params = ckptr.restore(path.resolve() / "params", abstract_like(params_of(model)))
-    ckptr.close()
+    try:
+        params = ckptr.restore(path.resolve() / "params", abstract_like(params_of(model)))
+    except Exception as exc:  # noqa: BLE001 - TensorStore/Orbax raise several types for damaged files
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ArtifactError(path, f"its parameters cannot be read ({type(exc).__name__}: {first})") from exc
+    finally:
+        ckptr.close()
     set_params(model, params)
     return model, cfg

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 from types import SimpleNamespace
 
+from crystalrl.artifacts import advice_for, check_inputs, input_paths
 from crystalrl.io import get_logger, keep_freed_memory, set_threads
 
 #: The sample sets every model gets (results/{run}/samples/{model}/{set}.parquet):
@@ -45,13 +46,23 @@ def main(stage: str, snakemake) -> None:
     Threads are limited before the stage module is imported, since torch, JAX and
     BLAS read their thread settings when they load; freed memory is kept for reuse
     (`keep_freed_memory`: MLIP autograd passes spent much of their time in page faults).
+    Parquet inputs are checked first; a failure goes to the rule's log with its traceback
+    and one line saying which artifact is at fault and what to do (`crystalrl.artifacts`).
     """
     set_threads(snakemake.threads)
     keep_freed_memory()
-    module = importlib.import_module(f"crystalrl.stages.{stage}")
     log = get_logger(f"crystalrl.{stage}", snakemake.log[0] if snakemake.log else None)
-    module.run(named(snakemake.input), named(snakemake.output), dict(_items(snakemake.params)),
-               log, threads=int(snakemake.threads))
+    inputs = named(snakemake.input)
+    paths = input_paths(inputs)
+    try:
+        check_inputs(paths)
+        module = importlib.import_module(f"crystalrl.stages.{stage}")
+        module.run(inputs, named(snakemake.output), dict(_items(snakemake.params)), log,
+                   threads=int(snakemake.threads))
+    except Exception as exc:
+        log.error("stage %s failed", stage, exc_info=True)
+        log.error("what to do: %s", advice_for(exc, paths))
+        raise
 
 
 def run_stage(stage: str, inputs: dict, outputs: dict, params: dict, log: str | None = None,
