@@ -149,6 +149,10 @@ def test_fit_learns_and_resumes_from_checkpoint(tmp_path):
     # a checkpoint of another config is ignored
     third = fit(_tiny_m3gnet(), (graphs, y), (graphs, y), **{**kw, "ckpt_key": "other", "epochs": 1})
     assert third.resumed_from_epoch == 0
+    # an unreadable checkpoint (a truncated write) is set aside, and the run starts afresh
+    (tmp_path / "c.pt").write_bytes((tmp_path / "c.pt").read_bytes()[:100])
+    fourth = fit(_tiny_m3gnet(), (graphs, y), (graphs, y), **{**kw, "epochs": 1, "ckpt_key": "other"})
+    assert fourth.resumed_from_epoch == 0 and (tmp_path / "c.pt.corrupt").exists()
     # it learned something: better than predicting the mean of the targets
     baseline = mae(np.broadcast_to(y.mean(0), y.shape), y)
     assert second.best_val < 0.5 * baseline

@@ -70,6 +70,18 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _load_checkpoint(path: Path, device, log: logging.Logger) -> dict | None:
+    """The checkpoint at `path`, or None when it cannot be read (moved to `<path>.corrupt`, logged)."""
+    try:
+        return torch.load(path, weights_only=False, map_location=device)  # our own file, written by fit
+    except Exception as exc:  # noqa: BLE001 - a truncated or corrupt file: start afresh, keep it for inspection
+        aside = path.with_name(path.name + ".corrupt")
+        os.replace(path, aside)
+        log.warning("checkpoint %s is unreadable (%s: %s); moved to %s, starting afresh", path,
+                    type(exc).__name__, str(exc)[:200], aside)
+        return None
+
+
 def fit(model, train: tuple[list[Graph], np.ndarray], val: tuple[list[Graph], np.ndarray], *,
         epochs: int, batch_size: int, lr: float, seed: int,
         val_metric: Callable[[np.ndarray, np.ndarray], float],
@@ -81,7 +93,7 @@ def fit(model, train: tuple[list[Graph], np.ndarray], val: tuple[list[Graph], np
     `train`/`val` are (graphs, targets (n, k) in physical units). `val_metric(pred, y)`
     (physical units, lower is better) picks the best epoch. `ckpt_path` (optional)
     holds a resumable checkpoint, reused only when its `ckpt_key` (a hash of the
-    config) matches. After training the scaling is folded into the output layer and
+    config and the data's content) matches; an unreadable one is set aside. After training the scaling is folded into the output layer and
     the model is back on the CPU.
     """
     log = log or log_
@@ -100,8 +112,8 @@ def fit(model, train: tuple[list[Graph], np.ndarray], val: tuple[list[Graph], np
     start_epoch, best_val, best_epoch, history = 0, float("inf"), -1, []
     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ckpt_path = Path(ckpt_path) if ckpt_path else None
-    if ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False, map_location=device)
+    ckpt = _load_checkpoint(ckpt_path, device, log) if ckpt_path is not None and ckpt_path.exists() else None
+    if ckpt is not None:
         if ckpt.get("key") == ckpt_key:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
@@ -110,7 +122,7 @@ def fit(model, train: tuple[list[Graph], np.ndarray], val: tuple[list[Graph], np
             best_state, history = ckpt["best_state"], ckpt["history"]
             log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
         else:
-            log.info("ignoring checkpoint %s: written for another config", ckpt_path)
+            log.warning("not resuming %s: written for another run (config or data); starting afresh", ckpt_path)
     resumed_from = start_epoch
 
     t0 = time.perf_counter()

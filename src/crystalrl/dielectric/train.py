@@ -81,7 +81,7 @@ def _baselines(y_train: np.ndarray, y_test: np.ndarray) -> dict:
             "test_mae_median_baseline": _mae(np.median(y_train), y_test)}
 
 
-def train_eps_model(ds, graphs, cfg: dict, log: logging.Logger, ckpt_dir: Path | None):
+def train_eps_model(ds, graphs, cfg: dict, log: logging.Logger, ckpt_dir: Path | None, data_key: str = ""):
     """M3GNet with 6 outputs (Voigt components); returns (model, metrics)."""
     from matgl.config import DEFAULT_ELEMENTS
     from matgl.models import M3GNet
@@ -102,7 +102,7 @@ def train_eps_model(ds, graphs, cfg: dict, log: logging.Logger, ckpt_dir: Path |
               val_metric=lambda p, t: _mae(eps_from_voigt(p), eps_from_voigt(t)),
               max_seconds=None if cfg.get("max_minutes") is None else 60 * float(cfg["max_minutes"]),
               ckpt_path=None if ckpt_dir is None else ckpt_dir / "eps.pt",
-              ckpt_key=_key([{k: v for k, v in cfg.items() if k != "band_gap"}, "eps", ds.ids]),
+              ckpt_key=_key([{k: v for k, v in cfg.items() if k != "band_gap"}, "eps", ds.ids, data_key]),
               log=log, device=resolve_device(cfg["device"]))
     pred_te = predict_graphs(model, [graphs[i] for i in te], int(cfg["batch_size"]))
     eps_te = eps_from_voigt(pred_te)
@@ -123,7 +123,7 @@ def _gap_split(ds, graphs):
 
 
 def train_gap_model(ds, graphs, cfg: dict, seed: int, log: logging.Logger, ckpt_dir: Path | None,
-                    device: str = "cpu"):
+                    device: str = "cpu", data_key: str = ""):
     """MEGNet (multi-fidelity layout, fidelity 0 = PBE) on the DFPT set's band gaps."""
     from matgl.config import DEFAULT_ELEMENTS
     from matgl.models import MEGNet
@@ -138,7 +138,7 @@ def train_gap_model(ds, graphs, cfg: dict, seed: int, log: logging.Logger, ckpt_
               val_metric=_mae,
               max_seconds=None if cfg.get("max_minutes") is None else 60 * float(cfg["max_minutes"]),
               ckpt_path=None if ckpt_dir is None else ckpt_dir / "gap.pt",
-              ckpt_key=_key([cfg, seed, "gap", ds.ids]), log=log, device=resolve_device(device))
+              ckpt_key=_key([cfg, seed, "gap", ds.ids, data_key]), log=log, device=resolve_device(device))
     metrics = {"source": "trained on the DFPT set's PBE band gaps", "val_mae": res.best_val,
                "best_epoch": res.best_epoch + 1, "epochs_run": res.epochs_run,
                "resumed_from_epoch": res.resumed_from_epoch, "train_seconds": round(res.seconds, 1),
@@ -163,6 +163,7 @@ def train_dielectric(cfg: dict | None, data_path: str | Path, out_dir: str | Pat
     deliberately not a declared output, so Snakemake keeps it when a job is killed);
     it is removed once every output is written.
     """
+    from crystalrl.digest import digest_files
     from crystalrl.io import get_logger, set_threads, write_text_atomic
 
     set_threads(threads)
@@ -185,7 +186,8 @@ def train_dielectric(cfg: dict | None, data_path: str | Path, out_dir: str | Pat
     mcfg = cfg["model"]
     graphs, status = convert_many(ds.structures, _elements(), float(mcfg["cutoff"]))
     ds, graphs = _drop_failed(ds, graphs, status, log)
-    eps_model, eps_metrics = train_eps_model(ds, graphs, cfg, log, ckpt)
+    data_key = digest_files(data_path)  # a killed run resumes only on the same data, not just the same ids
+    eps_model, eps_metrics = train_eps_model(ds, graphs, cfg, log, ckpt, data_key)
     log.info("eps (%s) test MAE %.3f vs mean baseline %.3f (median %.3f)", cfg["target"],
              eps_metrics["test_mae"], eps_metrics["test_mae_mean_baseline"],
              eps_metrics["test_mae_median_baseline"])
@@ -210,7 +212,7 @@ def train_dielectric(cfg: dict | None, data_path: str | Path, out_dir: str | Pat
         ds.band_gap_n[list(bad)] = np.nan
     if gap_model is None:
         gap_model, gap_metrics = train_gap_model(ds, gap_graphs, gcfg, int(cfg["seed"]), log, ckpt,
-                                                 cfg["device"])
+                                                 cfg["device"], data_key)
     gap_metrics.update(evaluate_gap(gap_model, ds, gap_graphs, int(gcfg["batch_size"])))
     log.info("band gap test MAE %.3f eV vs mean baseline %.3f (median %.3f)", gap_metrics["test_mae"],
              gap_metrics["test_mae_mean_baseline"], gap_metrics["test_mae_median_baseline"])
