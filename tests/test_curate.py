@@ -194,6 +194,34 @@ def test_corrupted_cif_is_one_rejected_row(tmp_path, small_rows, kind):
     assert "could not parse structure" in rej["reason"][0]
 
 
+def test_unknown_element_is_rejected_at_curation(tmp_path, small_rows):
+    """pymatgen reads `Xx` as a dummy species; such a row once stayed in train.parquet (the novelty reference)."""
+    rows = small_rows[:6]
+    for r in rows:
+        (tmp_path / f"{r.id}.cif").write_text(r.structure)
+    bad = rows[2]
+    sym = parse_structure(bad.structure).composition.elements[0].symbol
+    text = re.sub(rf"(?m)^(\s*){sym}(\d*\s)", r"\1Xx\2", bad.structure)  # every site label and type symbol
+    (tmp_path / f"{bad.id}.cif").write_text(text)
+    assert "Xx" in {str(getattr(e, "symbol", e)) for e in parse_structure(text).composition.elements}
+    splits, rej = curate(read_source("cif_dir", tmp_path))
+    assert bad.id not in set(_all(splits)["id"]) and list(rej["id"]) == [bad.id]
+    assert "unknown element(s) Xx" in rej["reason"][0]
+
+
+def test_curation_that_leaves_a_split_empty_stops_naming_the_source(tmp_path, small_rows):
+    for r in small_rows[:3]:
+        (tmp_path / "cifs").mkdir(exist_ok=True)
+        (tmp_path / "cifs" / f"{r.id}.cif").write_text(r.structure)
+    out = {k: tmp_path / f"{k}.parquet" for k in ("train", "val", "test", "rejected")}
+    cfg = {"source": "cif_dir", "path": str(tmp_path / "cifs"), "max_atoms": 4}
+    with pytest.raises(ValueError, match=r"data source 'cif_dir' \(.*cifs\) left train \d+, val \d+, test \d+ rows") as e:
+        run_stage("curate", {}, out, dict(data=cfg, n_max=21), log=tmp_path / "curate.log")
+    assert "every split needs rows" in str(e.value)
+    assert "rejected" in (tmp_path / "curate.log").read_text()  # the common reasons are logged
+    assert not any(p.exists() for p in out.values())
+
+
 # ---------------------------------------------------------------- parallel + full set
 @pytest.mark.slow
 def test_parallel_matches_serial(small_rows):

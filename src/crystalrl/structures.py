@@ -48,6 +48,15 @@ def parse_structure(obj: Any) -> Structure:
         return s
 
 
+def unknown_elements(structure: Structure, max_z: int = 118) -> list[str]:
+    """Symbols of the structure's species that are no element H..(Z = max_z): pymatgen reads an
+    unknown symbol in a CIF (`Xx`, `X`) as a DummySpecies instead of failing."""
+    from pymatgen.core import Element
+
+    return [str(getattr(sp, "symbol", sp)) for sp in structure.composition.elements
+            if not isinstance(sp, Element) or not 1 <= sp.Z <= max_z]
+
+
 def parse_many(objs: Sequence[Any], ids: Sequence | None = None) -> tuple[list[Structure | None], list[str | None]]:
     """Parse each crystal (CIF text, dict, Structure; None or NaN for samples that never
     decoded) -> (structures, reasons): None and a reason where it fails, reason None where

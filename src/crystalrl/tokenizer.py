@@ -104,15 +104,14 @@ def encode(structure, n_max: int = wy.N_MAX, symprec: float = 0.01,
 
     Raises TokenizeError with the reason when the structure does not fit.
     """
-    from pymatgen.core import Element
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from crystalrl.structures import unknown_elements
 
     if not structure.is_ordered:
         raise TokenizeError("disordered structure (partial occupancies) cannot be tokenized")
-    for sp in structure.composition.elements:
-        if not isinstance(sp, Element) or not 1 <= sp.Z <= MAX_Z:
-            raise TokenizeError(f"unknown element {getattr(sp, 'symbol', sp)!s} "
-                                 "(tokens cover H..Og)")
+    for sym in unknown_elements(structure, MAX_Z)[:1]:
+        raise TokenizeError(f"unknown element {sym} (tokens cover H..Og)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

@@ -6,7 +6,8 @@ reason in `rejected`, stage "curate"):
 2. `e_above_hull >= e_hull_max` (strict `<` kept; only where labelled, NaN passes);
    checked before parsing, since most rows of a raw Alexandria dump fail it;
 3. the structure parses with pymatgen (CIF, Structure dict or its str form);
-4. ordered (no partial occupancies), no two atoms closer than 0.5 A;
+4. ordered (no partial occupancies), every species an element H..Og (pymatgen reads
+   an unknown symbol such as `Xx` as a dummy species), no two atoms closer than 0.5 A;
 5. `n_atoms <= max_atoms` (inclusive, default 20: Alex-20 and MP-20 keep <= 20 sites
    of the stored cell; set 19 for the paper's "fewer than 20");
 6. the Wyckoff representation fits: the number of symmetry-inequivalent sites
@@ -39,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from crystalrl.data.sources import Row
-from crystalrl.structures import parse_structure
+from crystalrl.structures import parse_structure, unknown_elements
 
 SPLITS = ("train", "val", "test")
 OUTPUT_COLUMNS = ["id", "source", "cif", "formula", "n_atoms", "spacegroup", "e_above_hull", "split"]
@@ -97,6 +98,8 @@ def check_row(row: Row, f: Filters) -> tuple[dict | None, str | None]:
         return None, f"{where}: could not parse structure: {msg}"
     if not s.is_ordered:
         return None, f"{where}: disordered structure (partial occupancies)"
+    if bad := unknown_elements(s):
+        return None, f"{where}: unknown element(s) {', '.join(sorted(set(bad)))} (not H..Og)"
     n = len(s)
     if n > f.max_atoms:
         return None, f"{where}: {n} atoms > data.max_atoms {f.max_atoms}"
@@ -154,6 +157,17 @@ def _dedupe_groups(groups: list[list[dict]]) -> list[tuple]:
                                  f"({rec['formula']}, space group {rec['spacegroup']}; "
                                  f"StructureMatcher defaults)"))
     return rejected
+
+
+def common_reasons(reasons: Iterable[str], n: int = 5) -> list[tuple[str, int]]:
+    """The `n` most frequent rejection reasons, with the row and its numbers taken out, and their counts."""
+    import re
+
+    generic = (re.sub(r"[-+]?\d[\d.e+-]*", "#", r.split("): ", 1)[-1]) for r in reasons)
+    counts: dict[str, int] = defaultdict(int)
+    for g in generic:
+        counts[g] += 1
+    return sorted(counts.items(), key=lambda kv: -kv[1])[:n]
 
 
 # ---------------------------------------------------------------- driver

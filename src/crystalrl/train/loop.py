@@ -261,6 +261,10 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
     train_arrays, rej_t = clean_arrays(train_arrays, **dims, name="train", ids=train_ids, log=log)
     val_arrays, rej_v = clean_arrays(val_arrays, **dims, name="val", ids=val_ids, log=log)
     n_train = len(train_arrays["G"])
+    for name, arr, rej in (("train", train_arrays, rej_t), ("val", val_arrays, rej_v)):
+        if len(arr["G"]) == 0:
+            raise ValueError(f"the {name} tokens hold no usable rows ({len(rej)} dropped here; the curate and "
+                             "tokenize logs say why the others went): nothing to train or validate on")
     if 0 < n_train < batch_size:
         # SFT on few stable samples: full-batch steps rather than no fine-tuning at all
         n_dev = len(jax.devices()) if devices is None else len(devices)
