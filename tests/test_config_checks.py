@@ -35,6 +35,8 @@ BAD = {
     "published checkpoint": ({"published": {"mine": {"source": "ckpts/no_such_epoch.pkl"}},
                               "pretrain": {"base_from": "mine"}}, "published.mine.source", "does not exist"),
     "base model name": ({"pretrain": {"base_from": "no_such_entry"}}, "pretrain.base_from", "not an entry of"),
+    "URL without a file name": ({"data": {"source": "mp20_csv", "path": "raw/", "urls": ["https://example.org/a/.."]}},
+                                "data.urls.0", "does not end in a file name"),
     "NaN": ({"ppo": {"lr": float("nan")}}, "ppo.lr", "not a finite number"),
     "infinity": ({"sample": {"temperature": float("inf")}}, "sample.temperature", "not a finite number"),
     "elemental entries": ({"hull": {"reference": "no_such_formation.csv.gz", "format": "formation_table",

@@ -136,3 +136,27 @@ def test_known_urls():
     assert dl.ALEXANDRIA_PBE_URLS[0].endswith("/pbe/alexandria_000.json.bz2")
     assert dl.ALEXANDRIA_HULL_URL.endswith("convex_hull_pbe_2023.12.29.json.bz2")
     assert set(dl.ALEX20_URLS) == {"train", "val", "test"}
+
+
+@pytest.mark.parametrize("url", ["https://example.org/a/..", "https://example.org/a/", "https://example.org/a/%2e%2E",
+                                 "https://example.org/a/.?x=1"])
+def test_a_url_without_a_file_name_is_refused(tmp_path, url):
+    """`download_into(folder, [".../a/.."])` once returned the parent folder as the downloaded file."""
+    from crystalrl.data.download import download_into
+    with pytest.raises(ValueError, match="does not end in a file name"):
+        download_into(tmp_path / "raw", [url])
+    assert not (tmp_path / "raw").exists() or not any((tmp_path / "raw").iterdir())
+    with pytest.raises(DownloadError, match="a folder, not a file name"):
+        download(url, tmp_path)
+
+
+def test_file_names_drop_query_and_decode_escapes(tmp_path):
+    from crystalrl.data.download import download_into, file_name_of
+    assert file_name_of("https://huggingface.co/d/resolve/main/train.csv?download=true") == "train.csv"
+    assert file_name_of("file:///x/a%20b.csv") == "a b.csv"
+    src = tmp_path / "src dir" / "a b.bin"
+    src.parent.mkdir()
+    src.write_bytes(PAYLOAD)
+    assert download_into(tmp_path / "raw", [src.as_uri()]) == [tmp_path / "raw" / "a b.bin"]
+    with pytest.raises(ValueError, match="same file name"):
+        download_into(tmp_path / "raw2", [src.as_uri(), src.as_uri() + "?again"])

@@ -60,11 +60,18 @@ def _published(cfg: Mapping[str, Any]) -> list[str]:
 
 
 def _data(cfg: Mapping[str, Any]) -> list[str]:
+    from crystalrl.data.download import file_name_of
     from crystalrl.data.sources import expand_paths
 
     d = cfg["data"]
+    problems = []
+    for i, url in enumerate(d["urls"] or []):
+        try:
+            file_name_of(url)
+        except ValueError as exc:
+            problems.append(f"config key 'data.urls.{i}': {exc}")
     if d["source"] == "demo" or d["urls"]:
-        return []
+        return problems
     if not d["path"]:
         return [f"config key 'data.path': data.source {d['source']!r} needs a file, folder, glob or tarball"]
     try:

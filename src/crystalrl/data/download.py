@@ -16,8 +16,6 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-import requests
-
 from crystalrl.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -56,6 +54,8 @@ def _fetch_once(url: str, tmp: Path, timeout: float) -> None:
         with urllib.request.urlopen(url, timeout=timeout) as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, _CHUNK)
         return
+    import requests  # here, not at the top: the config check imports this module while Snakemake parses
+
     if scheme not in ("http", "https"):
         raise DownloadError(f"unsupported URL scheme {scheme!r} in {url} (use http, https or file)")
     with requests.get(url, stream=True, timeout=timeout) as r:
@@ -67,6 +67,8 @@ def _fetch_once(url: str, tmp: Path, timeout: float) -> None:
 
 def _retryable(exc: BaseException) -> bool:
     """Connection problems, timeouts and 5xx are worth another try; 4xx are not."""
+    import requests
+
     if isinstance(exc, requests.HTTPError):
         return exc.response is not None and exc.response.status_code >= 500
     return isinstance(exc, (requests.ConnectionError, requests.Timeout,
@@ -85,6 +87,8 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     and both hashes, and leaves no file behind.
     """
     dest = Path(dest)
+    if dest.is_dir() or dest.name in ("", ".", ".."):
+        raise DownloadError(f"cannot download {url} to {dest}: that is a folder, not a file name")
     if dest.exists():
         if sha256 is None:
             log.info("%s exists; skipping download of %s", dest, url)
@@ -123,12 +127,26 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     raise DownloadError(f"could not download {url} after {attempt + 1} attempt(s): {last}") from last
 
 
+def file_name_of(url: str) -> str:
+    """The file name a URL downloads to: the last part of its path, percent-decoded, without
+    query or fragment. ValueError when that is no plain file name ("", ".", "..", a folder)."""
+    path = urllib.parse.unquote(urllib.parse.urlparse(url).path)
+    name = path.rsplit("/", 1)[-1]
+    if name in ("", ".", "..") or "\\" in name or "\x00" in name:
+        raise ValueError(f"URL {url!r} does not end in a file name (got {name!r}): every URL in "
+                         "'data.urls' must name a file, e.g. https://host/path/train.csv")
+    return name
+
+
 def download_into(folder: str | os.PathLike, urls: list[str],
                   sha256: dict[str, str] | None = None) -> list[Path]:
-    """Download every URL into `folder` (file name = the URL's last part), each checked
+    """Download every URL into `folder` (file name: `file_name_of(url)`), each checked
     against `sha256[file name]` when given. Returns the files, in URL order."""
     sha256 = dict(sha256 or {})
-    names = [url.rsplit("/", 1)[-1] for url in urls]
+    names = [file_name_of(url) for url in urls]
+    if len(set(names)) < len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"several URLs download to the same file name {dup} in {folder}: {urls}")
     unknown = sorted(set(sha256) - set(names))
     if unknown:
         raise ValueError(f"sha256 given for {unknown}, which no URL downloads (files: {names})")
