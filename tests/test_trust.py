@@ -94,3 +94,21 @@ def test_corrupt_model_directory_is_named_in_the_rule_log(tmp_path, tokens):
     log = (tmp_path / "sample.log").read_text()
     assert "Traceback" in log and f"what to do: unreadable artifact {model}" in log
     assert f"snakemake --forcerun {model}" in log
+
+
+def test_truncated_compressed_input_is_named_after_a_failure(tmp_path):
+    """A hull or data file cut short in transfer fails deep inside a reader; the advice names the file."""
+    import bz2
+
+    from crystalrl.artifacts import advice_for
+
+    good, bad = tmp_path / "ok.json.bz2", tmp_path / "hull.json.bz2"
+    good.write_bytes(bz2.compress(b"{}"))
+    bad.write_bytes(bz2.compress(b'{"entries": []}' * 1000)[:60])
+    try:
+        with bz2.open(bad) as f:
+            f.read()
+    except (OSError, EOFError) as exc:
+        line = advice_for(exc, [good, bad])
+    assert line.startswith(f"unreadable artifact {bad}") and "truncated or corrupt bz2" in line
+    assert advice_for(ValueError("something else"), [good]).startswith("ValueError: something else")

@@ -68,7 +68,8 @@ def check_inputs(paths: Iterable[Path]) -> None:
 def _looks_like_decoding(exc: BaseException) -> bool:
     """A library's error on damaged data (pyarrow, TensorStore/Orbax, JSON), anywhere in the chain."""
     markers = ("magic bytes", "parquet", "arrow", "tensorstore", "ocdbt", "zarr", "data_loss",
-               "out_of_range", "decode", "deserializ", "corrupt", "truncated", "expecting value")
+               "out_of_range", "decode", "deserializ", "corrupt", "truncated", "expecting value",
+               "invalid data stream", "not a gzipped file", "end-of-stream", "compressed")
     while exc is not None:
         mod = type(exc).__module__ or ""
         if mod.startswith(("pyarrow", "tensorstore", "json")) or any(m in str(exc).lower() for m in markers):
@@ -88,11 +89,29 @@ def find_unreadable(paths: Iterable[Path]) -> ArtifactError | None:
         try:
             if p.suffix == ".parquet" and p.is_file():
                 check_parquet(p, full=True)
+            elif p.suffix in _OPENERS and p.is_file():
+                _check_compressed(p)
             elif is_model_dir(p):
                 load_model(p)
         except ArtifactError as err:
             return err
     return None
+
+
+_OPENERS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+
+
+def _check_compressed(path: Path) -> None:
+    """ArtifactError unless the compressed file `path` decompresses to its end (a download cut short does not)."""
+    import importlib
+
+    opener = importlib.import_module(_OPENERS[path.suffix]).open
+    try:
+        with opener(path, "rb") as f:
+            while f.read(1 << 22):
+                pass
+    except (OSError, EOFError, ValueError) as exc:
+        raise ArtifactError(path, f"truncated or corrupt {_OPENERS[path.suffix]} file ({_first_line(exc)})") from exc
 
 
 def advice_for(exc: BaseException, paths: list[Path]) -> str:
