@@ -12,7 +12,7 @@ wrote that file and everything downstream of it.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -78,21 +78,21 @@ def _looks_like_decoding(exc: BaseException) -> bool:
     return False
 
 
-def find_unreadable(paths: Iterable[Path]) -> ArtifactError | None:
-    """The first input that cannot be read in full (Parquet files, model directories), or None.
+def find_unreadable(paths: Iterable[Path], check_dir: Callable[[Path], None] | None = None
+                    ) -> ArtifactError | None:
+    """The first input that cannot be read in full, or None: Parquet and compressed files here,
+    folders by `check_dir` (raising ArtifactError; the stages pass the model directory loader).
 
     Runs only after a stage failed with a decoding error, so it may read everything.
     """
-    from crystalrl.model.store import is_model_dir, load_model
-
     for p in paths:
         try:
             if p.suffix == ".parquet" and p.is_file():
                 check_parquet(p, full=True)
             elif p.suffix in _OPENERS and p.is_file():
                 _check_compressed(p)
-            elif is_model_dir(p):
-                load_model(p)
+            elif p.is_dir() and check_dir is not None:
+                check_dir(p)
         except ArtifactError as err:
             return err
     return None
@@ -114,12 +114,12 @@ def _check_compressed(path: Path) -> None:
         raise ArtifactError(path, f"truncated or corrupt {_OPENERS[path.suffix]} file ({_first_line(exc)})") from exc
 
 
-def advice_for(exc: BaseException, paths: list[Path]) -> str:
+def advice_for(exc: BaseException, paths: list[Path], check_dir: Callable[[Path], None] | None = None) -> str:
     """One line for the rule log: the artifact at fault and what to do, where that can be told."""
     if isinstance(exc, ArtifactError):
         return f"unreadable artifact {exc.path}: {exc.advice}"
     if _looks_like_decoding(exc):
-        culprit = find_unreadable(paths)
+        culprit = find_unreadable(paths, check_dir)
         if culprit is not None:
             return f"unreadable artifact {culprit.path} ({culprit.problem}): {culprit.advice}"
     return (f"{_first_line(exc)}. The traceback above says where; the job's inputs were "

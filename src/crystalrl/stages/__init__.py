@@ -61,8 +61,16 @@ def main(stage: str, snakemake) -> None:
                    threads=int(snakemake.threads))
     except Exception as exc:
         log.error("stage %s failed", stage, exc_info=True)
-        log.error("what to do: %s", advice_for(exc, paths))
+        log.error("what to do: %s", advice_for(exc, paths, _check_model_dir))
         raise
+
+
+def _check_model_dir(path) -> None:
+    """ArtifactError when `path` is a model directory whose config or parameters cannot be read."""
+    from crystalrl.model.store import is_model_dir, load_model
+
+    if is_model_dir(path):
+        load_model(path)
 
 
 def run_stage(stage: str, inputs: dict, outputs: dict, params: dict, log: str | None = None,
