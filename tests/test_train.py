@@ -68,6 +68,21 @@ def test_data_order_is_seeded_epoch_shuffle_and_resumable():
         DataOrder(2, 3, 0)
 
 
+def test_empty_token_table_is_a_clear_error(tmp_path, shared_reference):
+    """An empty split (every row rejected) once died in numpy with 'cannot reshape array of size 0'."""
+    from crystalrl.io import write_parquet_atomic
+    from crystalrl.tokenizer import arrays_to_tokens_df
+    from crystalrl.train.data import load_token_arrays
+    z = np.load(shared_reference / "crystalformer_logp_alex.npz")
+    empty = arrays_to_tokens_df({k: z[k][:1] for k in KEYS}).iloc[:0]
+    write_parquet_atomic(empty, tmp_path / "tokens_sft_train.parquet")
+    with pytest.raises(ValueError, match="tokens_sft_train.parquet: the token table has no rows"):
+        load_token_arrays(tmp_path / "tokens_sft_train.parquet")
+    tr, va = (dict(zip(KEYS, (z[k][:0] for k in KEYS))),) * 2
+    with pytest.raises(ValueError, match="the train tokens hold no usable rows"):
+        fit(ModelConfig.from_dict(SMALL), tr, va, lr=LR, batch_size=BS, steps=1)
+
+
 def test_clean_arrays_drops_bad_rows_with_reasons(shared_reference):
     z = np.load(shared_reference / "crystalformer_logp_alex.npz")
     arr = {k: z[k][:20].copy() for k in KEYS}

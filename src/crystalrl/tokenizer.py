@@ -104,6 +104,7 @@ def encode(structure, n_max: int = wy.N_MAX, symprec: float = 0.01,
 
     Raises TokenizeError with the reason when the structure does not fit.
     """
+    from pymatgen.core import Element
     from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
     from crystalrl.structures import unknown_elements

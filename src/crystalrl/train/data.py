@@ -32,6 +32,10 @@ def load_token_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], n
     missing = [k for k in KEYS if k not in df.columns]
     if missing:
         raise KeyError(f"{path}: token table lacks column(s) {missing}; has {list(df.columns)}")
+    if df.empty:
+        raise ValueError(f"{path}: the token table has no rows, so there is nothing to train or validate on; "
+                         "its tokenize log says why every row was rejected (for SFT: no relaxed sample passed "
+                         "sft.e_hull_max, see the sft_data log)")
     ids = df["id"].astype(str).to_numpy() if "id" in df.columns else np.arange(len(df)).astype(str)
     return tokens_to_arrays(df), ids
 
