@@ -171,6 +171,19 @@ def test_killed_run_resumes_to_the_same_parameters(alex, tmp_path):
     assert _max_diff(other, fresh) <= 1e-6
 
 
+def test_accumulated_micro_batches_take_the_full_batch_step(alex):
+    """Issue 24: the paper's global batch on fewer devices. Without dropout, 4 accumulated
+    micro-batches of 8 rows give the parameters of one 32-row step (float tolerance)."""
+    tr, va = alex
+    cfg = ModelConfig.from_dict(dict(SMALL, dropout_rate=0.0, attn_dropout=0.0))
+    kw = dict(lr=LR, batch_size=BS, steps=3, val_every=3, seed=2)
+    full = fit(cfg, tr, va, **kw)
+    acc = fit(cfg, tr, va, micro_batch=8, **kw)
+    assert 0 < _max_diff(acc, full) <= 2e-6
+    with pytest.raises(ValueError, match="micro_batch 10 must divide batch_size 32"):
+        fit(cfg, tr, va, micro_batch=10, **kw)
+
+
 @pytest.mark.slow
 def test_dropout_draws_new_masks_each_step(alex, tmp_path):
     """Training loss at a fixed state/batch depends on the step's dropout key only."""
@@ -267,44 +280,50 @@ def test_train_stage_writes_model_and_metrics_then_sft(alex, tmp_path):
 
 _DP_SCRIPT = textwrap.dedent("""
     import json, sys
+    from crystalrl import distributed
+    n_proc = distributed.initialize()  # one process (2 host devices), or one of 2 processes (1 device each)
     import jax, numpy as np
     from crystalrl.model.config import ModelConfig
     from crystalrl.model.store import params_of
-    assert len(jax.devices()) == 2, jax.devices()
     sys.path.insert(0, sys.argv[4])
     from test_train import _split, fit
     tr, va = _split(sys.argv[1])
     cfg = ModelConfig.from_dict(json.loads(sys.argv[2]))
-    out = {}
-    for n in (1, 2):
-        path = f"{sys.argv[3]}/m{n}.parquet"
-        m = fit(cfg, tr, va, lr=1e-3, batch_size=32, steps=6, val_every=2, seed=1,
-                  metrics_path=path, devices=jax.devices()[:n])
-        out[n] = params_of(m)
-    diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), out[1], out[2])))
-    try:
-        fit(cfg, tr, va, lr=1e-3, batch_size=33, steps=1)
-        err = ""
-    except ValueError as e:
-        err = str(e)
-    print("RESULT", json.dumps(dict(param_diff=diff, err=err)))
+    kw = dict(lr=1e-3, batch_size=32, steps=6, val_every=2, seed=1)
+    runs = {"proc2": None} if n_proc > 1 else {"dev1": jax.devices()[:1], "dev2": jax.devices()[:2]}
+    for name, devices in runs.items():
+        m = fit(cfg, tr, va, metrics_path=f"{sys.argv[3]}/{name}.parquet", devices=devices, **kw)
+        if distributed.is_primary():
+            np.savez(f"{sys.argv[3]}/{name}.npz", *jax.tree.leaves(params_of(m)))
+    if n_proc == 1:
+        try:
+            fit(cfg, tr, va, lr=1e-3, batch_size=33, steps=1)
+        except ValueError as e:
+            print("RESULT", json.dumps(dict(err=str(e))))
 """)
 
 
 @pytest.mark.slow
-def test_data_parallel_on_two_devices_matches_one(shared_reference, tmp_path, repo_root):
+def test_one_device_two_host_devices_and_two_processes_train_alike(shared_reference, tmp_path, repo_root):
+    """Issue 24: data parallel on 2 devices of one process, and over 2 processes (JAX's CPU
+    collectives, as 2 Slurm tasks would run), gives one device's parameters and metrics."""
+    from crystalrl import distributed
+    args = [sys.executable, "-c", _DP_SCRIPT, str(shared_reference / "crystalformer_logp_alex.npz"),
+            json.dumps(SMALL), str(tmp_path), str(repo_root / "tests")]
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", _DP_SCRIPT, str(shared_reference / "crystalformer_logp_alex.npz"),
-                           json.dumps(SMALL), str(tmp_path), str(repo_root / "tests")], env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.split("RESULT", 1)[1])
-    m1, m2 = pd.read_parquet(tmp_path / "m1.parquet"), pd.read_parquet(tmp_path / "m2.parquet")
-    assert list(m1["step"]) == [0, 2, 4, 6]
-    for col in ("train_loss", "val_loss", "val_loss_w", "val_loss_xyz"):
-        np.testing.assert_allclose(m2[col].to_numpy(), m1[col].to_numpy(), rtol=2e-5, err_msg=col)
-    assert res["param_diff"] < 1e-5
-    assert "not a multiple of the 2 devices" in res["err"]
+    assert "not a multiple of the 2 devices" in json.loads(proc.stdout.split("RESULT", 1)[1])["err"]
+    distributed.launch(args, tasks=2, env={k: v for k, v in env.items() if k != "XLA_FLAGS"})
+    params = {n: np.load(tmp_path / f"{n}.npz") for n in ("dev1", "dev2", "proc2")}
+    metrics = {n: pd.read_parquet(tmp_path / f"{n}.parquet") for n in params}
+    assert list(metrics["dev1"]["step"]) == [0, 2, 4, 6]
+    for other in ("dev2", "proc2"):
+        for col in ("train_loss", "val_loss", "val_loss_w", "val_loss_xyz"):
+            np.testing.assert_allclose(metrics[other][col].to_numpy(), metrics["dev1"][col].to_numpy(), rtol=2e-5,
+                                       err_msg=f"{other} {col}")
+        diff = max(float(np.abs(params[other][k] - params["dev1"][k]).max()) for k in params["dev1"].files)
+        assert diff < 1e-5, (other, diff)
 
 
 def test_load_model_reads_public_haiku_params(shared_reference):

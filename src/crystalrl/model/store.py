@@ -33,8 +33,8 @@ def build_model(cfg: ModelConfig, seed: int = 0) -> CrystalFormer:
 
 
 def abstract_like(tree, sharding: jax.sharding.Sharding | None = None):
-    """ShapeDtypeStructs of `tree` (placed with `sharding`, default device 0) for Orbax restore."""
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    """ShapeDtypeStructs of `tree` (placed with `sharding`, default this process's first device) for Orbax restore."""
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
 
 

@@ -19,6 +19,7 @@ checkpoint, never more.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+from crystalrl.distributed import barrier, is_primary
 
 _LOG = logging.getLogger("crystalrl.checkpoint")
 
@@ -38,7 +41,12 @@ def differing_keys(old: Any, new: dict) -> list[str]:
 
 
 class CheckpointStore:
-    """Resumable training checkpoints in `ckpt_dir` (Orbax CheckpointManager, last `keep`)."""
+    """Resumable training checkpoints in `ckpt_dir` (Orbax CheckpointManager, last `keep`).
+
+    With several JAX processes (`crystalrl.distributed`) every process saves and restores
+    (Orbax coordinates them); folders are inspected from their files and moved by process
+    0 alone, the others waiting at a barrier.
+    """
 
     def __init__(self, ckpt_dir: str | os.PathLike, keep: int = 3, log: logging.Logger | None = None):
         self.dir = Path(ckpt_dir).resolve()
@@ -51,11 +59,17 @@ class CheckpointStore:
         return ocp.CheckpointManager(self.dir, options=ocp.CheckpointManagerOptions(max_to_keep=self.keep,
                                                                                      create=True))
 
+    def _reopen(self) -> None:
+        """After process 0 moved folders: every process sees the directory anew."""
+        barrier(f"crystalrl-checkpoints-{self.dir}")
+        self.manager.close()
+        self.manager = self._open()
+
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return sorted(self.manager.all_steps())
+        return _steps(self.dir)
 
     def save(self, step: int, state: dict, meta: dict) -> None:
         """Save `state` (pytree of arrays) and `meta` (JSON-able) as step `step` (async).
@@ -67,45 +81,18 @@ class CheckpointStore:
             state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
         if not self.saved:
             self.saved = True
-            old = self._superseded()
+            old = _superseded(self.dir)
             if old:
                 self.manager.wait_until_finished()
-            for folder in old:
-                shutil.rmtree(folder, ignore_errors=True)
-                self.log.info("deleted the set-aside checkpoints %s: this run has its own now (step %d)",
-                              folder, step)
-
-    def _superseded(self) -> list[Path]:
-        """Folders of checkpoints set aside for this directory, newest first."""
-        return sorted(self.dir.parent.glob(f"{self.dir.name}.superseded-*"), reverse=True)
-
-    def _reclaim(self, run_id: dict) -> None:
-        """Move set-aside checkpoints of run `run_id` back (a run resumed after a config was
-        changed and changed back), when the directory holds none of its own."""
-        if self.all_steps():
-            return
-        for folder in self._superseded():
-            try:
-                other = ocp.CheckpointManager(folder)
-                step = other.latest_step()
-                run = None if step is None else other.restore(step, args=ocp.args.Composite(
-                    meta=ocp.args.JsonRestore()))["meta"].get("run")
-                other.close()
-            except Exception:  # noqa: BLE001 - an unreadable folder is simply not reclaimed
-                continue
-            if run == run_id:
-                self.manager.close()
-                shutil.rmtree(self.dir)
-                os.replace(folder, self.dir)
-                self.manager = self._open()
-                self.log.info("checkpoints of this very run were set aside as %s; moved back", folder)
-                return
+            if old and is_primary():
+                for folder in old:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    self.log.info("deleted the set-aside checkpoints %s: this run has its own now (step %d)",
+                                  folder, step)
 
     def read_meta(self, step: int | None = None) -> dict | None:
         step = self.latest_step() if step is None else step
-        if step is None:
-            return None
-        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        return None if step is None else _read_meta(self.dir, step)
 
     def _restore(self, step: int, abstract_state) -> tuple[dict, dict]:
         out = self.manager.restore(step, args=ocp.args.Composite(
@@ -118,73 +105,118 @@ class CheckpointStore:
 
         - Checkpoints whose `meta["run"]` differs from `run_id` belong to another run
           (other settings, start model, data): the whole folder is set aside, with the
-          differing keys logged.
+          differing keys logged; set-aside checkpoints of this very run are moved back.
         - A step that cannot be read (a truncated or corrupt file) is moved to
           `<dir>.corrupt/` with the error logged, and the next older one is tried.
         - Steps beyond `max_step` (a run asked to stop earlier than a previous one went)
           are deleted.
         `abstract_state` gives the tree structure, dtypes and shardings to restore into.
         """
-        self._reclaim(run_id)
-        for step in reversed(self.all_steps()):  # the newest readable identity decides for the folder
-            try:
-                other = self.read_meta(step).get("run")
-            except Exception as exc:  # noqa: BLE001 - any unreadable step is skipped the same way
-                self._set_aside_step(step, exc)
-                continue
-            if other != run_id:
-                self.set_aside(f"they belong to another run (it differs in {differing_keys(other, run_id)})")
-                return None
-            break
-        if max_step is not None:
-            self.drop_after(max_step)
+        if is_primary():
+            _tidy(self.dir, run_id, max_step, self.log)
+        self._reopen()
         for step in reversed(self.all_steps()):
             try:
                 state, meta = self._restore(step, abstract_state)
-            except Exception as exc:  # noqa: BLE001
-                self._set_aside_step(step, exc)
+            except Exception as exc:  # noqa: BLE001 - any unreadable step is skipped the same way
+                if is_primary():
+                    _set_aside_step(self.dir, step, exc, self.log)
+                self._reopen()
                 continue
-            if meta.get("run") == run_id:
-                return step, state, meta
-            self._set_aside_step(step, ValueError("written by another run than the newer steps"))
+            return step, state, meta
         return None
-
-    def _set_aside_step(self, step: int, exc: BaseException) -> None:
-        self.manager.wait_until_finished()
-        dest = self.dir.with_name(self.dir.name + ".corrupt") / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.dir / str(step), dest)
-        self.manager.reload()
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        self.log.warning("checkpoint step %d in %s is unreadable (%s: %s); moved to %s, trying the "
-                         "next older one. Delete %s when you no longer need it.", step, self.dir,
-                         type(exc).__name__, first, dest, dest.parent)
-
-    def set_aside(self, why: str) -> Path | None:
-        """Rename every checkpoint to `<dir>.superseded-<time>` (logged with `why`); deleted by the
-        first save of a later run. Returns the new name (None when there was nothing to set aside)."""
-        self.manager.wait_until_finished()
-        if not self.all_steps():
-            return None
-        self.manager.close()
-        dest = self.dir.with_name(f"{self.dir.name}.superseded-{time.strftime('%Y%m%dT%H%M%S')}")
-        os.replace(self.dir, dest)
-        self.manager = self._open()
-        self.log.warning("checkpoints in %s were not resumed: %s. They are kept as %s until this run "
-                         "writes its first checkpoint.", self.dir, why, dest)
-        return dest
-
-    def drop_after(self, step: int) -> list[int]:
-        """Delete checkpoints later than `step` (a run asked to stop earlier than a previous one went)."""
-        self.manager.wait_until_finished()
-        later = [s for s in self.all_steps() if s > step]
-        for s in later:
-            self.manager.delete(s)
-        self.manager.reload()
-        if later:
-            self.log.warning("dropped checkpoints at steps %s beyond the %d steps asked for", later, step)
-        return later
 
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+# ---------------------------------------------------------------- the folder, from its files
+def _steps(folder: Path) -> list[int]:
+    """Steps Orbax finished writing (integer-named folders; a save in progress has another name)."""
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
+
+
+def _read_meta(folder: Path, step: int) -> dict:
+    return json.loads((folder / str(step) / "meta" / "metadata").read_text())
+
+
+def _superseded(folder: Path) -> list[Path]:
+    """Folders of checkpoints set aside for `folder`, newest first."""
+    return sorted(folder.parent.glob(f"{folder.name}.superseded-*"), reverse=True)
+
+
+def _tidy(folder: Path, run_id: dict, max_step: int | None, log: logging.Logger) -> None:
+    """What `resume` decides from the files alone (process 0): reclaim, set aside, skip, drop."""
+    if not _steps(folder):
+        _reclaim(folder, run_id, log)
+    for step in reversed(_steps(folder)):  # the newest readable identity decides for the folder
+        try:
+            other = _read_meta(folder, step).get("run")
+        except Exception as exc:  # noqa: BLE001
+            _set_aside_step(folder, step, exc, log)
+            continue
+        if other != run_id:
+            set_aside(folder, f"they belong to another run (it differs in {differing_keys(other, run_id)})", log)
+            return
+        break
+    for step in _steps(folder):
+        try:
+            same = _read_meta(folder, step).get("run") == run_id
+        except Exception as exc:  # noqa: BLE001
+            _set_aside_step(folder, step, exc, log)
+            continue
+        if not same:
+            _set_aside_step(folder, step, ValueError("written by another run than the newer steps"), log)
+    if max_step is not None:
+        later = [s for s in _steps(folder) if s > max_step]
+        for s in later:
+            shutil.rmtree(folder / str(s))
+        if later:
+            log.warning("dropped checkpoints at steps %s beyond the %d steps asked for", later, max_step)
+
+
+def _reclaim(folder: Path, run_id: dict, log: logging.Logger) -> None:
+    """Move set-aside checkpoints of run `run_id` back (a config changed and changed back)."""
+    for old in _superseded(folder):
+        steps = _steps(old)
+        try:
+            run = _read_meta(old, steps[-1]).get("run") if steps else None
+        except Exception:  # noqa: BLE001 - an unreadable folder is simply not reclaimed
+            continue
+        if run == run_id:
+            shutil.rmtree(folder, ignore_errors=True)
+            os.replace(old, folder)
+            log.info("checkpoints of this very run were set aside as %s; moved back", old)
+            return
+
+
+def _unused(path: Path) -> Path:
+    """`path`, or `path-1`, `path-2`, ... whichever does not exist yet (two set-asides in one second)."""
+    n, out = 0, path
+    while out.exists():
+        n += 1
+        out = path.with_name(f"{path.name}-{n}")
+    return out
+
+
+def _set_aside_step(folder: Path, step: int, exc: BaseException, log: logging.Logger) -> None:
+    dest = _unused(folder.with_name(folder.name + ".corrupt") / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(folder / str(step), dest)
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    log.warning("checkpoint step %d in %s is unreadable (%s: %s); moved to %s, trying the next older one. "
+                "Delete %s when you no longer need it.", step, folder, type(exc).__name__, first, dest, dest.parent)
+
+
+def set_aside(folder: Path, why: str, log: logging.Logger) -> Path | None:
+    """Rename every checkpoint of `folder` to `<folder>.superseded-<time>` (logged with `why`); deleted
+    by the first save of a later run. Returns the new name (None when there was nothing to set aside)."""
+    if not _steps(folder):
+        return None
+    dest = _unused(folder.with_name(f"{folder.name}.superseded-{time.strftime('%Y%m%dT%H%M%S')}"))
+    os.replace(folder, dest)
+    folder.mkdir()
+    log.warning("checkpoints in %s were not resumed: %s. They are kept as %s until this run writes its "
+                "first checkpoint.", folder, why, dest)
+    return dest

@@ -31,6 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from crystalrl.config import SectionConfig
 from crystalrl.digest import digest_arrays
+from crystalrl.distributed import fetch, global_batch, is_primary, local_rows, replicated
 from crystalrl.io import write_parquet_atomic
 from crystalrl.model.published import load_published
 from crystalrl.model.store import abstract_like, build_model, load_model, params_of, set_params
@@ -53,6 +54,7 @@ class TrainConfig(SectionConfig):
     lr: float
     lr_decay: float
     batch_size: int
+    micro_batch: int | None
     steps: int
     clip_grad: float
     val_every: int
@@ -83,12 +85,20 @@ def _rng_tags(model) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=8)
 def _make_steps(graphdef, tags: tuple[str, ...], lr: float, lr_decay: float, clip_grad: float,
-                mesh: Mesh):
+                mesh: Mesh, n_micro: int = 1):
     """Jitted train and eval steps for one model structure and optimizer (cached, so
-    repeated `train` calls in one process, e.g. a resume, compile only once)."""
+    repeated `train` calls in one process, e.g. a resume, compile only once).
+
+    With `n_micro` > 1 the train step accumulates gradients over that many micro-batches
+    (`lax.scan`, so only one micro-batch's activations live at a time) and takes one
+    optimizer step with their mean: with equal micro-batches that is the full batch's
+    mean-loss gradient. Micro-batch j holds rows j, j + n, j + 2n, ... of the global
+    batch, so each is spread over every device exactly as the full batch is.
+    """
     from crystalrl.model.likelihood import logp_terms, loss_fn
     tx, _ = make_optimizer(lr, lr_decay, clip_grad)
     repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    micro_sh = NamedSharding(mesh, P(None, "data"))
 
     def loss_of(params, rest, batch):
         model = nnx.merge(graphdef, params, rest, copy=True)
@@ -101,14 +111,37 @@ def _make_steps(graphdef, tags: tuple[str, ...], lr: float, lr_decay: float, cli
         nnx.reseed(model, **{t: key for t in tags})
         return nnx.split(model, nnx.Param, ...)[2]
 
+    def grads_of(params, rest, batch, key):
+        rest = reseeded(params, rest, key) if tags else rest
+        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(params, rest, batch)
+        return grads, dict(loss=loss, **aux)
+
+    def accumulated(params, rest, batch, key):
+        """Mean gradient and metrics over `n_micro` micro-batches, dropout key fold_in(key, j)."""
+        micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // n_micro, n_micro, *x.shape[1:]),
+                                                    0, 1), batch)
+        micro = jax.lax.with_sharding_constraint(micro, micro_sh)
+
+        def body(acc, j_batch):
+            j, mb = j_batch
+            g, aux = grads_of(params, rest, mb, jax.random.fold_in(key, j))
+            return jax.tree.map(jnp.add, acc, (g, aux)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: grads_of(params, rest,
+                                                                             jax.tree.map(lambda x: x[0], micro), key)))
+        total, _ = jax.lax.scan(body, zeros, (jnp.arange(n_micro), micro))
+        return jax.tree.map(lambda x: x / n_micro, total)
+
     @partial(jax.jit, in_shardings=(repl, repl, data_sh, None), out_shardings=(repl, repl))
     def train_step(state, rest, batch, step):
         key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
-        rest = reseeded(state["params"], rest, key) if tags else rest
-        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state["params"], rest, batch)
+        if n_micro == 1:
+            grads, aux = grads_of(state["params"], rest, batch, key)
+        else:
+            grads, aux = accumulated(state["params"], rest, batch, key)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        return dict(params=params, opt_state=opt_state, key=state["key"]), dict(loss=loss, **aux)
+        return dict(params=params, opt_state=opt_state, key=state["key"]), aux
 
     @partial(jax.jit, in_shardings=(repl, repl, data_sh, data_sh), out_shardings=repl)
     def eval_sums(params, rest, batch, weight_b):
@@ -121,6 +154,22 @@ def _make_steps(graphdef, tags: tuple[str, ...], lr: float, lr_decay: float, cli
         return out
 
     return train_step, eval_sums
+
+
+def micro_batches(batch_size: int, micro_batch: int | None, n_dev: int) -> tuple[int, int]:
+    """(number of micro-batches, rows in each) of a global batch; ValueError naming the keys
+    when `micro_batch` does not divide `batch_size` or is not a multiple of the device count."""
+    if micro_batch is None or micro_batch >= batch_size:
+        return 1, batch_size
+    if batch_size % micro_batch or micro_batch % n_dev:
+        raise ValueError(f"micro_batch {micro_batch} must divide batch_size {batch_size} and be a multiple "
+                         f"of the {n_dev} device(s); e.g. {_divisor_near(batch_size, micro_batch, n_dev)}")
+    return batch_size // micro_batch, micro_batch
+
+
+def _divisor_near(batch_size: int, want: int, n_dev: int) -> int:
+    ok = [m for m in range(n_dev, batch_size + 1, n_dev) if batch_size % m == 0]
+    return min(ok, key=lambda m: (abs(m - want), m)) if ok else batch_size
 
 
 def fresh_train_step(cfg_model, lr: float = 1e-4, seed: int = 0, devices=None) -> SimpleNamespace:
@@ -141,13 +190,15 @@ def fresh_train_step(cfg_model, lr: float = 1e-4, seed: int = 0, devices=None) -
 
 
 def _val_batches(arrays, batch_size, data_sh):
-    """Fixed validation batches of one shape; the last is padded with weight-0 rows."""
+    """Fixed validation batches of one shape; the last is padded with weight-0 rows.
+    With several processes each feeds its share of every batch (`distributed.global_batch`)."""
     n = len(arrays["G"])
     out = []
     for lo in range(0, n, batch_size):
-        idx = np.arange(lo, lo + batch_size)
-        weight = (idx < n).astype(np.float32)
-        out.append(jax.device_put((take(arrays, np.minimum(idx, n - 1)), weight), data_sh))
+        idx = np.arange(lo, lo + batch_size)[local_rows(batch_size)]
+        rows = dict(take(arrays, np.minimum(idx, n - 1)), weight=(idx < n).astype(np.float32))
+        batch = global_batch(rows, data_sh)
+        out.append((batch, batch.pop("weight")))
     return out, n
 
 
@@ -155,7 +206,7 @@ def _evaluate(eval_sums, params, rest, val_batches) -> dict[str, float]:
     """Mean of every loss term over all validation rows."""
     batches, n = val_batches
     sums = [eval_sums(params, rest, b, w) for b, w in batches]
-    return {k: float(sum(s[k] for s in jax.device_get(sums))) / n for k in sums[0]}
+    return {k: float(sum(s[k] for s in fetch(sums))) / n for k in sums[0]}
 
 
 def _check_init_cfg(cfg, init_cfg, init_from):
@@ -181,7 +232,7 @@ class _Metrics:
         self.pending.append(out)
 
     def flush(self) -> None:
-        for out in jax.device_get(self.pending):
+        for out in fetch(self.pending):
             for k, v in out.items():
                 self.acc["sums"][k] = self.acc["sums"].get(k, 0.0) + float(v)
             self.acc["n"] += 1
@@ -199,7 +250,7 @@ class _Metrics:
         return row
 
     def write(self) -> None:
-        if self.path:
+        if self.path and is_primary():
             write_parquet_atomic(pd.DataFrame(self.history), self.path)
 
     def state_dict(self) -> dict:
@@ -279,18 +330,23 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
         raise ValueError(f"batch_size {batch_size} is not a multiple of the {n_dev} devices "
                          f"(the batch is split evenly, not padded); use e.g. "
                          f"{max(batch_size // n_dev, 1) * n_dev}")
+    n_micro, micro = micro_batches(batch_size, cfg.micro_batch, n_dev)
     repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
     tx, schedule = make_optimizer(lr, lr_decay, clip_grad)
     graphdef, rest_host, tags, state = _initial_state(cfg_model, seed, init_from, tx)
-    state, rest = jax.device_put(state, repl), jax.device_put(rest_host, repl)
-    train_step, eval_sums = _make_steps(graphdef, tags, float(lr), float(lr_decay), float(clip_grad), mesh)
-    val_batches = _val_batches(val_arrays, batch_size, data_sh)
+    init_digest = digest_arrays(state["params"])
+    state, rest = replicated(state, repl), replicated(rest_host, repl)
+    train_step, eval_sums = _make_steps(graphdef, tags, float(lr), float(lr_decay), float(clip_grad), mesh,
+                                        n_micro)
+    val_batches = _val_batches(val_arrays, micro, data_sh)
 
     # A checkpoint is resumed only by the run that wrote it: same settings, same starting
     # parameters (by value: a retrained or replaced init model changes them), same data.
+    # Not the device count or micro-batching: they split the same update differently, so a
+    # run may resume on other hardware.
     run_id = dict(model=cfg_model.to_dict(), lr=lr, lr_decay=lr_decay, batch_size=batch_size,
-                  clip_grad=clip_grad, seed=seed, init_params=digest_arrays(state["params"]),
+                  clip_grad=clip_grad, seed=seed, init_params=init_digest,
                   train_data=fingerprint(train_arrays), val_data=fingerprint(val_arrays), n_train=order.n_rows)
     metrics, start = _Metrics(metrics_path), 0
     store = CheckpointStore(ckpt_dir, keep=keep_ckpts, log=log) if ckpt_dir else None
@@ -310,15 +366,16 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
                  f"{row['train_loss']:.4f}" if "train_loss" in row else "-", row["val_loss"],
                  *(row.get(f"val_loss_{k}", np.nan) for k in ("w", "a", "xyz", "l")))
 
-    log.info("training steps %d..%d (%d per epoch, batch %d on %d device(s)); %d train / %d val "
+    log.info("training steps %d..%d (%d per epoch, batch %d on %d device(s)%s); %d train / %d val "
              "rows, %d rejected", start, steps, order.steps_per_epoch, batch_size, n_dev,
+             f" as {n_micro} accumulated micro-batches of {micro}" if n_micro > 1 else "",
              order.n_rows, len(val_arrays["G"]), len(rej_t) + len(rej_v))
     if start == 0:
         validate(0)
     log_every = log_every or max(1, min(val_every, steps // 20 or 1))
     t0, first = None, None
     for step in range(start, steps):
-        batch = jax.device_put(take(train_arrays, order.indices(step)), data_sh)
+        batch = global_batch(take(train_arrays, order.indices(step)[local_rows(batch_size)]), data_sh)
         state, out = train_step(state, rest, batch, np.int32(step))
         metrics.add(out)
         done = step + 1
@@ -344,5 +401,5 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
     if store is not None:
         store.close()
     metrics.write()
-    params = jax.tree.map(jnp.asarray, jax.device_get(state["params"]))
+    params = jax.tree.map(jnp.asarray, fetch(state["params"]))
     return nnx.merge(graphdef, params, rest_host)
