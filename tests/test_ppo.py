@@ -28,10 +28,10 @@ def oxygen_site_fraction(samples):
     return RewardResult(reward=r, valid=np.ones(len(r), bool), extras={"o_frac": r})
 
 
-def _run(beta, steps=25, start_seed=0, ref_seed=None, lr=3e-3, **kw):
+def _run(beta, steps=25, start_seed=0, ref_seed=None, lr=3e-3, minibatch=None, **kw):
     policy, ref = build_model(SMALL, seed=start_seed), build_model(SMALL, seed=start_seed if ref_seed is None else ref_seed)
     cfg = PPOConfig.from_dict(dict(beta=beta, steps=steps, batch_size=48, lr=lr, ppo_epochs=3, seed=3,
-                                   ckpt_every=2))
+                                   ckpt_every=2, minibatch=minibatch))
     sg = spacegroup_probs([1, 2, 225])
     return run_ppo(policy, ref, oxygen_site_fraction, sg, cfg, decode=tokens_of, **kw)
 
@@ -141,3 +141,63 @@ def test_diverging_run_stops_before_a_nan_checkpoint(tmp_path):
     from crystalrl.train.checkpoint import CheckpointStore
     steps = CheckpointStore(tmp_path / "a").all_steps()
     assert all(s < 2 for s in steps) or not steps
+
+
+def test_minibatch_of_the_whole_batch_is_the_papers_step_and_smaller_ones_learn():
+    _, full = _run(beta=0.1, steps=3)
+    _, same = _run(beta=0.1, steps=3, minibatch=48)
+    np.testing.assert_array_equal(_table(same), _table(full))
+    _, mini = _run(beta=0.0, steps=12, minibatch=16)  # 3 steps per epoch, 9 per PPO step
+    assert not np.array_equal(_table(mini)[:3], _table(full))
+    assert mini["reward_mean"].iloc[-3:].mean() > 3 * max(mini["reward_mean"].iloc[:2].mean(), 0.01)
+    with pytest.raises(ValueError, match="micro_batch 10 must divide batch_size 48"):
+        _run(beta=0.1, steps=1, minibatch=10)
+
+
+_TWO_DEVICES = """
+import json, sys
+import jax, numpy as np
+sys.path.insert(0, sys.argv[1])
+from test_ppo import SMALL, oxygen_site_fraction, tokens_of
+from crystalrl.model.sampler import sample
+from crystalrl.model.store import build_model, params_of
+from crystalrl.rl.ppo import _make_update, _logp_fn
+from crystalrl.train.loop import data_mesh, make_optimizer
+from flax import nnx
+assert len(jax.devices()) == 2
+model = build_model(SMALL, seed=0)
+G = np.array([1, 2, 225, 194] * 4)
+one = sample(model, jax.random.key(1), G, chunk_size=4, devices=jax.devices()[:1])
+two = sample(model, jax.random.key(1), G, chunk_size=4, devices=jax.devices())
+same_samples = all(np.array_equal(getattr(one, k), getattr(two, k)) for k in ("W", "A", "XYZ", "L"))
+graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+tx, _ = make_optimizer(1e-3)
+batch = {k: np.asarray(v) for k, v in one.tokens().items()}
+adv = np.asarray(oxygen_site_fraction(tokens_of(one)).reward - 0.01, np.float32)
+diff = []
+outs = []
+for devs in (jax.devices()[:1], jax.devices()):
+    mesh = data_mesh(devs)
+    p = nnx.to_pure_dict(params)
+    lp = _logp_fn(graphdef, rest, mesh)(p, batch)
+    state = dict(params=p, opt_state=tx.init(p))
+    new, aux = _make_update(graphdef, rest, tx, 0.1, 0.2, mesh)(state, batch, lp, lp - 0.01, adv)
+    outs.append(np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(new["params"])]))
+print("RESULT", json.dumps(dict(same_samples=bool(same_samples), update_diff=float(np.abs(outs[0] - outs[1]).max()),
+                                moved=float(np.abs(outs[0] - np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(nnx.to_pure_dict(params))])).max()))))
+"""
+
+
+def test_sampling_and_the_ppo_update_on_two_devices_match_one(repo_root):
+    """Issue 24: PPO's sampling splits its chunks over the devices (chunk c on device c mod n,
+    the same draws as one device), and its update is data parallel (the same step)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", _TWO_DEVICES, str(repo_root / "tests")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.split("RESULT", 1)[1])
+    assert res["same_samples"] and res["moved"] > 1e-5 and res["update_diff"] < 1e-6, res

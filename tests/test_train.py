@@ -184,6 +184,40 @@ def test_accumulated_micro_batches_take_the_full_batch_step(alex):
         fit(cfg, tr, va, micro_batch=10, **kw)
 
 
+def test_time_limit_stop_checkpoints_and_the_rerun_ends_where_an_uninterrupted_run_does(alex, tmp_path,
+                                                                                     monkeypatch):
+    """Issue 24: SIGTERM before a Slurm time limit: the loop saves a checkpoint at the step it is
+    at (not only at ckpt_every), raises TimeLimit, and the next job resumes from there."""
+    import itertools
+
+    from crystalrl.timelimit import StopRequest, TimeLimit
+    tr, va = alex
+    cfg = ModelConfig.from_dict(SMALL)
+    kw = dict(lr=LR, batch_size=BS, steps=6, val_every=3, ckpt_every=4, seed=5)
+    full = fit(cfg, tr, va, **kw)
+    calls = itertools.count()
+    monkeypatch.setattr(StopRequest, "requested", lambda self: next(calls) >= 2)  # signalled during step 3
+    with pytest.raises(TimeLimit) as stop:
+        fit(cfg, tr, va, ckpt_dir=tmp_path / "c", **kw)
+    assert stop.value.step == 3 and CheckpointStore(tmp_path / "c").all_steps() == [3]
+    monkeypatch.undo()
+    resumed = fit(cfg, tr, va, ckpt_dir=tmp_path / "c", **kw)
+    assert _max_diff(resumed, full) == 0.0
+
+
+def test_stop_request_catches_sigterm_and_restores_the_handler():
+    import os
+    import signal
+
+    from crystalrl.timelimit import StopRequest
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        assert not stop.requested()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 @pytest.mark.slow
 def test_dropout_draws_new_masks_each_step(alex, tmp_path):
     """Training loss at a fixed state/batch depends on the step's dropout key only."""
@@ -276,6 +310,29 @@ def test_train_stage_writes_model_and_metrics_then_sft(alex, tmp_path):
     fresh = fit(ModelConfig.from_dict(SMALL), tr, va, lr=LR, batch_size=BS, steps=3, seed=0,
                 init_from=str(tmp_path / "base"))
     assert _max_diff(redone, fresh) == 0.0 and _max_diff(redone, first_sft) > 1e-4
+
+
+@pytest.mark.slow
+def test_train_stage_as_two_processes_writes_the_one_process_model(alex, tmp_path):
+    """A job with `tasks: 2` (config processes.pretrain) runs the stage as two JAX processes;
+    process 0 writes the model, which equals the one-process model."""
+    from crystalrl.io import write_parquet_atomic
+    from crystalrl.stages import run_stage
+    from crystalrl.tokenizer import arrays_to_tokens_df
+    tr, va = alex
+    write_parquet_atomic(arrays_to_tokens_df(tr), tmp_path / "tr.parquet")
+    write_parquet_atomic(arrays_to_tokens_df(va), tmp_path / "va.parquet")
+    for name, resources in (("one", {}), ("two", {"tasks": 2, "nodes": 1})):
+        run_stage("train", dict(train_tokens=tmp_path / "tr.parquet", val_tokens=tmp_path / "va.parquet", init_model=[]),
+                  dict(model=tmp_path / name, metrics=tmp_path / f"{name}.parquet"),
+                  dict(model=SMALL, ckpt_dir=str(tmp_path / f"ckpt_{name}"), section="pretrain",
+                       train=dict(lr=LR, batch_size=BS, steps=4, val_every=2, ckpt_every=2, seed=0)),
+                  log=tmp_path / f"{name}.log", resources=resources)
+    log = (tmp_path / "two.log").read_text()
+    assert "starting 2 local processes" in log and "4 train" not in log
+    assert _max_diff(load_model(tmp_path / "one")[0], load_model(tmp_path / "two")[0]) < 1e-5
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet").drop(columns="time_s"),
+                                  pd.read_parquet(tmp_path / "two.parquet").drop(columns="time_s"), rtol=1e-5)
 
 
 _DP_SCRIPT = textwrap.dedent("""

@@ -112,3 +112,29 @@ def test_truncated_compressed_input_is_named_after_a_failure(tmp_path):
         line = advice_for(exc, [good, bad])
     assert line.startswith(f"unreadable artifact {bad}") and "truncated or corrupt bz2" in line
     assert advice_for(ValueError("something else"), [good]).startswith("ValueError: something else")
+
+
+def test_gpu_stage_with_cpu_only_jax_stops_within_seconds(tmp_path, tokens, monkeypatch):
+    """Issue 24: a 'GPU' job on CPU-only JAX once ran for days on the CPU. With runtime.device
+    cuda (or under Slurm with a GPU asked for) it stops at once, naming backend and install."""
+    import time
+
+    from crystalrl.devices import GPU_INSTALL, NoGPUError
+    save_model(tmp_path / "base", build_model(SMALL, seed=0), SMALL)
+    args = (dict(model=str(tmp_path / "base"), train_tokens=str(tokens)), dict(samples=str(tmp_path / "s.parquet")),
+            dict(sample=dict(n_samples=4, spacegroups="train", batch_size=4, temperature=1.0, top_p=1.0, seed=0,
+                             elements=None), model_name="base"))
+    for env, resources in (({"CRYSTALRL_DEVICE": "cuda"}, {}),
+                           ({"CRYSTALRL_DEVICE": "auto", "SLURM_JOB_ID": "123"}, {"gpu": 1})):
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        t0 = time.time()
+        with pytest.raises(NoGPUError) as err:
+            run_stage("sample", *args, log=tmp_path / "sample.log", resources=resources)
+        assert time.time() - t0 < 20 and not (tmp_path / "s.parquet").exists()
+        msg = str(err.value)
+        assert "stage sample must run on a GPU" in msg and "jax runs on cpu" in msg and GPU_INSTALL in msg
+        assert "runtime.device: cpu" in msg
+    monkeypatch.setenv("CRYSTALRL_DEVICE", "cpu")  # saying so: the CPU is fine, also under Slurm
+    run_stage("sample", *args, log=tmp_path / "sample.log", resources={"gpu": 1})
+    assert len(pd.read_parquet(tmp_path / "s.parquet")) == 4

@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 
 ENV_COORDINATOR = "CRYSTALRL_COORDINATOR"
@@ -149,9 +150,7 @@ def launch(argv: Sequence[str], tasks: int, nodes: int = 1, env: Mapping[str, st
     if cmd is not None:
         if log:
             log.info("starting %d processes on %d node(s): %s", tasks, nodes, shlex.join(cmd))
-        rc = subprocess.run(cmd, env=env).returncode
-        if rc:
-            raise RuntimeError(f"{tasks} processes under srun ended with exit status {rc} (see the log above)")
+        _raise_for([subprocess.run(cmd, env=env).returncode], f"{tasks} processes under srun")
         return
     if nodes > 1:
         raise RuntimeError(f"{nodes} nodes asked for, but this is not a Slurm allocation (no SLURM_JOB_ID/srun)")
@@ -160,9 +159,25 @@ def launch(argv: Sequence[str], tasks: int, nodes: int = 1, env: Mapping[str, st
         log.info("starting %d local processes (coordinator %s)", tasks, coordinator)
     procs = [subprocess.Popen(list(argv), env={**env, ENV_COORDINATOR: coordinator, ENV_NUM_PROCESSES: str(tasks),
                                                ENV_PROCESS_ID: str(i)}) for i in range(tasks)]
-    codes = [p.wait() for p in procs]
-    if any(codes):
-        raise RuntimeError(f"{tasks} local processes ended with exit statuses {codes}")
+    while any(p.poll() is None for p in procs):  # one failed: the others would wait for it forever
+        if any(p.poll() for p in procs):
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+        time.sleep(0.2)
+    _raise_for([p.returncode for p in procs], f"{tasks} local processes")
+
+
+def _raise_for(codes: list[int], what: str) -> None:
+    """TimeLimit when the processes stopped for a time limit (every status 0 or EXIT_TIME_LIMIT),
+    RuntimeError for any other failure."""
+    from crystalrl.timelimit import EXIT_TIME_LIMIT, TimeLimit
+
+    if not any(codes):
+        return
+    if set(codes) <= {0, EXIT_TIME_LIMIT}:
+        raise TimeLimit(-1, what)
+    raise RuntimeError(f"{what} ended with exit statuses {codes} (their errors are in the log above)")
 
 
 def write_spec(path, **spec) -> str:

@@ -135,10 +135,10 @@ def keep_freed_memory() -> bool:
     return all([mallopt(param, value) == 1 for param, value in _MALLOPT])  # a list: apply every one
 
 
-def get_logger(name: str, logfile: str | os.PathLike | None = None) -> logging.Logger:
-    """A logger writing to stderr and, if given, to the rule's `log:` file."""
+def get_logger(name: str, logfile: str | os.PathLike | None = None, level: str | None = None) -> logging.Logger:
+    """A logger writing to stderr and, if given, to the rule's `log:` file (from `level` up, default INFO)."""
     logger = logging.getLogger(name)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(level or logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not logger.handlers:
         h = logging.StreamHandler(sys.stderr)

@@ -52,6 +52,7 @@ class ClusterSettings:
     mem_scale: float = 1.0              # CRYSTALRL_MEM_SCALE: x every rule's memory figure
     runtime_scale: float = 1.0          # CRYSTALRL_RUNTIME_SCALE: x every rule's runtime
     max_runtime: int | None = None      # CRYSTALRL_MAX_RUNTIME: cap on a job's minutes
+    stop_before_limit_s: int = 600      # CRYSTALRL_STOP_BEFORE_LIMIT_S: checkpoint this long before a time limit
 
     ENV: ClassVar[dict] = {
         "cpu_partition": "CRYSTALRL_CPU_PARTITION",
@@ -63,6 +64,7 @@ class ClusterSettings:
         "mem_scale": "CRYSTALRL_MEM_SCALE",
         "runtime_scale": "CRYSTALRL_RUNTIME_SCALE",
         "max_runtime": "CRYSTALRL_MAX_RUNTIME",
+        "stop_before_limit_s": "CRYSTALRL_STOP_BEFORE_LIMIT_S",
     }
 
     @classmethod
@@ -97,13 +99,22 @@ def job_threads(threads: int, cluster: ClusterSettings) -> int:
     return max(1, min(threads, cluster.node_cpus)) if cluster.node_cpus else threads
 
 
-def job_resources(mem_mb: int, runtime: int, gpu: bool, cluster: ClusterSettings) -> dict:
-    """Resources of one rule: its memory and minutes scaled and capped, its partition, its GPU.
+def job_resources(mem_mb: int, runtime: int, gpu: bool, cluster: ClusterSettings, *, gpus: int = 1,
+                  nodes: int = 1, tasks_per_node: int = 1, stop_before_limit: bool = False) -> dict:
+    """Resources of one rule: its memory and minutes scaled and capped, its partition, its GPUs,
+    its tasks, and the signal before its time limit.
 
     These go into the rule's own `resources:` so that another profile or `--set-resources`
     changes one figure without dropping a GPU rule's partition and GPU (profiles replace
-    whole top-level keys). A GPU is asked as `gpu: 1` (`--gpus=1`, any GPU, typed or
-    not) unless a type is set: then as `gres: gpu:TYPE:1`.
+    whole top-level keys).
+    - GPUs (`gpus` per node): `gpu: N` (`--gpus=N`, any GPU, typed or not) for one node
+      without a type; `gres: gpu[:TYPE]:N` (per node) with a type or several nodes.
+    - Several tasks (`nodes` x `tasks_per_node`): `mpi` keeps the plugin from wrapping the
+      job in `srun -n1`; the stage starts its processes with srun itself
+      (`crystalrl.distributed`). `tasks_per_gpu: 0` stops the plugin from turning `tasks`
+      into `--ntasks-per-gpu` on GPU jobs.
+    - `stop_before_limit`: `--signal=TERM@s`, s = CRYSTALRL_STOP_BEFORE_LIMIT_S seconds
+      before the time limit, when the stage checkpoints and requeues (`crystalrl.timelimit`).
     """
     mem = math.ceil(mem_mb * cluster.mem_scale)
     minutes = math.ceil(runtime * cluster.runtime_scale)
@@ -115,10 +126,18 @@ def job_resources(mem_mb: int, runtime: int, gpu: bool, cluster: ClusterSettings
     if cluster.account:
         res["slurm_account"] = cluster.account
     if gpu:
-        if cluster.gpu_type:
-            res["gres"] = f"gpu:{cluster.gpu_type}:1"
+        if cluster.gpu_type or nodes > 1:
+            res["gres"] = f"gpu:{cluster.gpu_type}:{gpus}" if cluster.gpu_type else f"gpu:{gpus}"
         else:
-            res["gpu"] = 1
+            res["gpu"] = gpus
+    extra = []
+    if nodes * tasks_per_node > 1:
+        res.update(mpi="srun", tasks=nodes * tasks_per_node, nodes=nodes, tasks_per_gpu=0)
+        extra.append(f"--ntasks-per-node={tasks_per_node}")
+    if stop_before_limit:
+        extra.append(f"--signal=TERM@{cluster.stop_before_limit_s}")
+    if extra:
+        res["slurm_extra"] = " ".join(extra)
     return res
 
 
@@ -207,17 +226,21 @@ class Request:
     partition: str | None       # None: the cluster's default partition
     cpus: int
     mem_mb: int                 # 0: not given (Slurm's default applies)
-    gpus: int = 0
+    gpus: int = 0               # per node
     gpu_type: str | None = None
     runtime: int | None = None  # minutes
+    nodes: int = 1
+    tasks_per_node: int = 1     # each task has `cpus` CPUs
 
     def describe(self) -> str:
-        parts = [f"{self.cpus} CPUs", f"{self.mem_mb} MB" if self.mem_mb else "default memory"]
+        cpus = self.cpus * self.tasks_per_node
+        parts = [f"{cpus} CPUs", f"{self.mem_mb} MB" if self.mem_mb else "default memory"]
         if self.gpus:
             parts.append(f"{self.gpus} GPU" + (f" of type {self.gpu_type}" if self.gpu_type else ""))
         if self.runtime:
             parts.append(f"{self.runtime} min")
-        return ", ".join(parts) + f" on partition {self.partition or '(default)'}"
+        nodes = f" on each of {self.nodes} nodes" if self.nodes > 1 else ""
+        return ", ".join(parts) + f"{nodes} on partition {self.partition or '(default)'}"
 
 
 def request_from_resources(rule: str, threads: int, resources: Mapping) -> Request:
@@ -239,13 +262,15 @@ def request_from_resources(rule: str, threads: int, resources: Mapping) -> Reque
     elif gpu_type and not gpus:
         gpus = 1
     runtime = get("runtime")
+    nodes, tasks = int(get("nodes", 1)), int(get("tasks", 1))
     return Request(rule=rule, partition=get("slurm_partition"), cpus=cpus, mem_mb=mem, gpus=gpus,
-                   gpu_type=gpu_type, runtime=int(runtime) if runtime else None)
+                   gpu_type=gpu_type, runtime=int(runtime) if runtime else None, nodes=nodes,
+                   tasks_per_node=max(1, tasks // nodes))
 
 
 def _fits(req: Request, node: Node) -> bool:
     have_gpus = node.gpus.get(req.gpu_type, 0) if req.gpu_type else sum(node.gpus.values())
-    return (req.cpus <= node.cpus and req.mem_mb <= node.mem_mb and req.gpus <= have_gpus
+    return (req.cpus * req.tasks_per_node <= node.cpus and req.mem_mb <= node.mem_mb and req.gpus <= have_gpus
             and (req.runtime is None or node.time_limit is None or req.runtime <= node.time_limit))
 
 
@@ -262,7 +287,12 @@ def misfits(requests: Iterable[Request], nodes: list[Node]) -> list[str]:
             out.append(f"rule {req.rule}: asks for {req.describe()}, but {where} (partitions: {', '.join(partitions)})")
             continue
         usable = [n for n in members if n.usable]
-        if any(_fits(req, n) for n in usable):
+        fitting = [n for n in usable if _fits(req, n)]
+        if len(fitting) >= req.nodes:
+            continue
+        if fitting:
+            out.append(f"rule {req.rule}: asks for {req.describe()}, but only {len(fitting)} node(s) of partition "
+                       f"{part} can hold it ({', '.join(n.name for n in fitting)})")
             continue
         if not usable:
             out.append(f"rule {req.rule}: asks for {req.describe()}, but no node of partition {part} takes jobs "

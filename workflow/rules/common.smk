@@ -3,6 +3,7 @@ import os
 
 from crystalrl.checks import check_config, is_remote_checkpoint
 from crystalrl.config import ConfigError, ppo_run_config, validate_config
+from crystalrl.devices import runtime_env
 from crystalrl.hull import HullConfig
 from crystalrl.stages import SAMPLE_SETS
 
@@ -16,6 +17,8 @@ if _problems:
 # Rule scripts inherit the environment: jobs share compiled JAX programs through this cache.
 if config["jax_cache_dir"]:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(config["jax_cache_dir"]))
+# ... and learn where they must run (crystalrl.devices): not params, so changing it reruns nothing.
+os.environ.update(runtime_env(config["runtime"]))
 
 RUN = config["run"]
 R = f"results/{RUN}"

@@ -257,12 +257,13 @@ _COMPILED: dict = {}
 
 
 def _compiled_chunk(graphdef, state, key, g, mask, temperature, top_p, use_top_p):
-    """The compiled sampler for these shapes, and the seconds compiling it took here.
+    """The compiled sampler for these shapes and this device, and the seconds compiling it took here.
 
     Compiling ahead of time keeps compilation out of the sampling time (S.U.N. per
     second would otherwise penalise whichever model a job samples first)."""
+    device = next(iter(g.devices()))
     sig = (graphdef, jax.tree.structure(state), tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves(state)),
-           g.shape, mask.shape, use_top_p)
+           g.shape, mask.shape, use_top_p, device)
     if sig in _COMPILED:
         return _COMPILED[sig], 0.0
     t0 = time.perf_counter()
@@ -272,14 +273,16 @@ def _compiled_chunk(graphdef, state, key, g, mask, temperature, top_p, use_top_p
 
 
 def sample(model, key, G_b, *, temperature: float = 1.0, top_p: float = 1.0,
-           atom_mask=None, chunk_size: int | None = None, dtype=jnp.float32) -> SampleBatch:
+           atom_mask=None, chunk_size: int | None = None, dtype=jnp.float32, devices=None) -> SampleBatch:
     """Draw one crystal per entry of `G_b` (space groups 1..230) -> `SampleBatch`.
 
     atom_mask: None (all elements), (atom_types,) or (n_max, atom_types) bool of
     allowed elements (per site). Rows are processed in chunks of `chunk_size`
-    (default: fits the cache in CACHE_BUDGET_BYTES); chunk c uses
-    fold_in(key, c), so results are reproducible for a given key, chunk size
-    and platform (draws use XLA's RngBitGenerator, seeded from `key`).
+    (default: fits the cache in CACHE_BUDGET_BYTES, and at most an even share of the
+    rows per device); chunk c uses fold_in(key, c) and runs on device c mod the number of
+    `devices` (default: every local device), all chunks at once. Results are
+    reproducible for a given key, chunk size and platform (draws use XLA's
+    RngBitGenerator, seeded from `key`); the default chunk size follows the device count.
     """
     cfg = model.cfg
     G_b = np.asarray(G_b, dtype=np.int32).reshape(-1)
@@ -294,26 +297,33 @@ def sample(model, key, G_b, *, temperature: float = 1.0, top_p: float = 1.0,
     if not mask[:, 1:].any(axis=1).all():
         raise ValueError("sample: atom_mask allows no element for some site")
 
+    devices = list(jax.local_devices() if devices is None else devices)
     # XLA's RngBitGenerator keys compile much faster than threefry inside the loop
     key = jax.random.wrap_key_data(jax.random.bits(key, (4,), jnp.uint32), impl="rbg")
     graphdef, state = nnx.split(model)
     state = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
                          state)
     B = G_b.size
-    size = min(B, chunk_size or chunk_rows(cfg, dtype))
-    parts, seconds, compile_seconds = [], 0.0, 0.0
+    size = min(B, chunk_size or min(chunk_rows(cfg, dtype), -(-B // len(devices))))
     use_top_p = bool(top_p < 1.0)
     temperature, top_p = jnp.asarray(temperature, dtype), jnp.asarray(top_p, dtype)
+    on_device = {}  # device -> the replicated arguments
+    pending, compile_seconds = [], 0.0
     for c, start in enumerate(range(0, B, size)):
+        device = devices[c % len(devices)]
+        if device not in on_device:
+            on_device[device] = jax.device_put((state, jnp.asarray(mask), temperature, top_p), device)
+        st, mk, temp, tp = on_device[device]
         g = G_b[start:start + size]
-        g_pad = jnp.asarray(np.concatenate([g, np.full(size - g.size, g[0], np.int32)]))  # one compile
-        args = (state, jax.random.fold_in(key, c), g_pad, jnp.asarray(mask), temperature, top_p)
+        g_pad = jax.device_put(np.concatenate([g, np.full(size - g.size, g[0], np.int32)]), device)  # one compile
+        args = (st, jax.device_put(jax.random.fold_in(key, c), device), g_pad, mk, temp, tp)
         fn, t_compile = _compiled_chunk(graphdef, *args, use_top_p)
-        t0 = time.perf_counter()
-        res = jax.block_until_ready(fn(*args))
-        seconds += time.perf_counter() - t0
         compile_seconds += t_compile
-        parts.append({k: np.asarray(v)[:g.size] for k, v in res.items()})
+        pending.append((g.size, args, fn))
+    t0 = time.perf_counter()
+    results = [(n, fn(*args)) for n, args, fn in pending]  # dispatched: every device works at once
+    parts = [{k: np.asarray(v)[:n] for k, v in res.items()} for n, res in results]
+    seconds = time.perf_counter() - t0
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     L = wyckoff.symmetrize_lattice(G_b, out.pop("L").astype(np.float64), degrees=False)
     return SampleBatch(G=G_b, L=L, **out,

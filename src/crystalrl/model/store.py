@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -64,14 +65,23 @@ def _first_difference(want, got) -> str:
     return "tree structures differ"
 
 
+def _checkpointer() -> ocp.StandardCheckpointer:
+    """Orbax's checkpointer for this process alone: a model directory is written by one process
+    (process 0 of a job with several, `crystalrl.distributed`), not collectively."""
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+        primary_host=me, active_processes={me}))
+
+
 def save_model(model_dir: str | os.PathLike, model, cfg: ModelConfig, extra_meta: dict | None = None) -> None:
     """Write `model` (params) + `cfg` to `model_dir` atomically (temp dir + rename)."""
     with atomic_dir(model_dir) as tmp:
         (tmp / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
         meta = {"format": MODEL_FORMAT, **(extra_meta or {})}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
-        ckptr = ocp.StandardCheckpointer()
-        ckptr.save(tmp / "params", params_of(model))
+        ckptr = _checkpointer()
+        # numpy: Orbax refuses host-local jax.Arrays in a job of several processes
+        ckptr.save(tmp / "params", jax.tree.map(np.asarray, params_of(model)))
         ckptr.wait_until_finished()
         ckptr.close()
 

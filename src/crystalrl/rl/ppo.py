@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import jax
@@ -27,8 +28,10 @@ import numpy as np
 import optax
 import pandas as pd
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from crystalrl.config import SectionConfig
+from crystalrl.devices import release_torch_cache
 from crystalrl.digest import digest_arrays
 from crystalrl.io import write_parquet_atomic
 from crystalrl.model.likelihood import logp_terms
@@ -37,8 +40,9 @@ from crystalrl.model.store import abstract_like, params_of
 from crystalrl.rewards import RewardResult
 from crystalrl.spacegroups import draw_spacegroups
 from crystalrl.tokenizer import TOKEN_KEYS
+from crystalrl.timelimit import StopRequest, TimeLimit
 from crystalrl.train.checkpoint import CheckpointStore
-from crystalrl.train.loop import make_optimizer
+from crystalrl.train.loop import data_mesh, make_optimizer, micro_batches
 
 _LOG = logging.getLogger("crystalrl.ppo")
 TOKENS = TOKEN_KEYS
@@ -60,6 +64,7 @@ class PPOConfig(SectionConfig):
     ppo_epochs: int
     steps: int
     batch_size: int
+    minibatch: int | None
     lr: float
     clip_grad: float
     spacegroups: str | list
@@ -76,8 +81,10 @@ def total_logp(model, batch) -> jax.Array:
     return t["logp_w"] + t["logp_xyz"] + t["logp_a"] + t["logp_l"]
 
 
-def _make_update(graphdef, rest, tx, beta: float, eps: float):
-    """One jitted PPO gradient step on the whole batch."""
+def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh):
+    """One jitted PPO gradient step on a (mini)batch, data parallel over `mesh`: the batch split
+    over its devices, the state replicated, the gradient all-reduced by XLA."""
+    repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
     def objective(params, batch, old_logp, ref_logp, adv):
         lp = total_logp(nnx.merge(graphdef, params, rest, copy=True), batch)
@@ -87,7 +94,7 @@ def _make_update(graphdef, rest, tx, beta: float, eps: float):
         clipped = jnp.mean((jnp.abs(ratio - 1) > eps).astype(jnp.float32))
         return -jnp.mean(surrogate), dict(clip_frac=clipped, ratio_max=jnp.max(ratio))
 
-    @jax.jit
+    @partial(jax.jit, in_shardings=(repl, data_sh, data_sh, data_sh, data_sh), out_shardings=(repl, repl))
     def update(state, batch, old_logp, ref_logp, adv):
         (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
             state["params"], batch, old_logp, ref_logp, adv)
@@ -98,8 +105,9 @@ def _make_update(graphdef, rest, tx, beta: float, eps: float):
     return update
 
 
-def _logp_fn(graphdef, rest):
-    @jax.jit
+def _logp_fn(graphdef, rest, mesh):
+    @partial(jax.jit, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))),
+             out_shardings=NamedSharding(mesh, P("data")))
     def logp(params, batch):
         return total_logp(nnx.merge(graphdef, params, rest, copy=True), batch)
     return logp
@@ -123,13 +131,19 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
     `stop_after` stops after that many steps as if killed (tests of resumption).
     """
     log = log or _LOG
+    mesh = data_mesh(jax.local_devices())
+    n_dev = mesh.devices.size
+    n_mini, mini = micro_batches(cfg.batch_size, cfg.minibatch, n_dev)  # the same divisibility rules
+    repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     graphdef, params0, rest = nnx.split(policy, nnx.Param, ...)
-    ref_params = params_of(reference)
+    rest = jax.device_put(rest, repl)
+    ref_params = jax.device_put(params_of(reference), repl)
     tx, _ = make_optimizer(cfg.lr, 0.0, cfg.clip_grad)
-    update = _make_update(graphdef, rest, tx, cfg.beta, cfg.clip_eps)
-    logp = _logp_fn(graphdef, rest)
+    update = _make_update(graphdef, rest, tx, cfg.beta, cfg.clip_eps, mesh)
+    logp = _logp_fn(graphdef, rest, mesh)
     state = dict(params=nnx.to_pure_dict(params0), opt_state=None)
     state["opt_state"] = tx.init(state["params"])
+    state = jax.device_put(state, repl)
     baseline, history, start = None, [], 0
 
     # A checkpoint is resumed only by the run that wrote it: the same settings (all but the
@@ -140,53 +154,71 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
                   spacegroup_probs=digest_arrays(np.asarray(sg_probs, np.float64)), inputs=run_key or {})
     store = CheckpointStore(ckpt_dir, log=log) if ckpt_dir else None
     if store is not None:
-        resumed = store.resume(abstract_like(state), run_id, max_step=cfg.steps)
+        resumed = store.resume(abstract_like(state, repl), run_id, max_step=cfg.steps)
         if resumed is not None:
             start, state, meta = resumed
             baseline, history = meta["baseline"], meta["history"]
             log.info("resumed PPO from %s at step %d", ckpt_dir, start)
 
     key0 = jax.random.key(cfg.seed)
-    for step in range(start, cfg.steps):
-        t0 = time.time()
-        k_g, k_s = jax.random.split(jax.random.fold_in(key0, step))
-        G = draw_spacegroups(k_g, sg_probs, cfg.batch_size)
-        nnx.update(policy, _as_state(params0, state["params"]))
-        out = sample(policy, k_s, G, temperature=cfg.temperature, top_p=cfg.top_p)
-        t_sample = time.time() - t0
-        rr = reward_fn(decode(out) if decode is not None else out.decode()[0])
-        r = np.asarray(rr.reward, np.float64)
-        baseline = float(r.mean()) if baseline is None else cfg.ema * baseline + (1 - cfg.ema) * float(r.mean())
-        batch = {k: jnp.asarray(v) for k, v in out.tokens().items()}
-        old_logp = logp(state["params"], batch)
-        ref_logp = logp(ref_params, batch)
-        adv = jnp.asarray(r - baseline, old_logp.dtype)
-        for _ in range(cfg.ppo_epochs):
-            state, aux = update(state, batch, old_logp, ref_logp, adv)
-        kl = np.asarray(old_logp - ref_logp)
-        row = dict(step=step + 1, reward_mean=float(r.mean()), reward_std=float(r.std()),
-                   baseline=baseline, kl=float(kl.mean()), frac_valid=float(np.mean(rr.valid)),
-                   n_atoms_mean=float(np.mean(out.n_atoms)),
-                   loss=float(aux["loss"]), clip_frac=float(aux["clip_frac"]),
-                   grad_norm=float(aux["grad_norm"]))
-        for name, v in rr.extras.items():
-            row[f"{name}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
-        row.update(time_sample_s=t_sample, time_step_s=time.time() - t0)
-        history.append(row)
-        done = step + 1
-        log.info("ppo step %d/%d  reward %.4f +- %.4f  kl %.4f  valid %.2f  %.1fs", step + 1, cfg.steps,
-                 row["reward_mean"], row["reward_std"], row["kl"], row["frac_valid"], row["time_step_s"])
-        if not all(np.isfinite(row[k]) for k in ("loss", "grad_norm", "kl", "baseline")):
-            raise FloatingPointError(
-                f"PPO diverged at step {done}: loss {row['loss']}, grad norm {row['grad_norm']}, kl {row['kl']}, "
-                f"baseline {row['baseline']}. The newest checkpoint before this step is kept; lower ppo.lr "
-                "(or check the reward for NaN) and rerun.")
-        if metrics_path:
-            write_parquet_atomic(pd.DataFrame(history), metrics_path)
-        if store is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps):
-            store.save(done, state, dict(step=done, baseline=baseline, history=history, run=run_id))
-        if stop_after is not None and done >= stop_after:
-            break
+    with StopRequest(log) as stop:
+        for step in range(start, cfg.steps):
+            t0 = time.time()
+            k_g, k_s = jax.random.split(jax.random.fold_in(key0, step))
+            G = draw_spacegroups(k_g, sg_probs, cfg.batch_size)
+            nnx.update(policy, _as_state(params0, state["params"]))
+            out = sample(policy, k_s, G, temperature=cfg.temperature, top_p=cfg.top_p, devices=list(mesh.devices.flat))
+            t_sample = time.time() - t0
+            rr = reward_fn(decode(out) if decode is not None else out.decode()[0])
+            release_torch_cache()  # the reward's MLIP hands its GPU cache back before JAX's update
+            r = np.asarray(rr.reward, np.float64)
+            baseline = float(r.mean()) if baseline is None else cfg.ema * baseline + (1 - cfg.ema) * float(r.mean())
+            tokens = out.tokens()
+            batch = jax.device_put({k: np.asarray(v) for k, v in tokens.items()}, data_sh)
+            old_logp = logp(state["params"], batch)
+            ref_logp = logp(ref_params, batch)
+            adv = jax.device_put(np.asarray(r - baseline, np.float32), data_sh)
+            for epoch in range(cfg.ppo_epochs):
+                if n_mini == 1:  # the paper: every epoch one step on the whole batch
+                    state, aux = update(state, batch, old_logp, ref_logp, adv)
+                    continue
+                order = np.random.default_rng([cfg.seed, step, epoch]).permutation(cfg.batch_size)
+                host = dict(tokens, old=np.asarray(old_logp), ref=np.asarray(ref_logp), adv=np.asarray(adv))
+                for part in order.reshape(n_mini, mini):
+                    mb = jax.device_put({k: np.asarray(v)[part] for k, v in host.items()}, data_sh)
+                    old, ref, a = mb.pop("old"), mb.pop("ref"), mb.pop("adv")
+                    state, aux = update(state, mb, old, ref, a)
+            kl = np.asarray(old_logp - ref_logp)
+            row = dict(step=step + 1, reward_mean=float(r.mean()), reward_std=float(r.std()),
+                       baseline=baseline, kl=float(kl.mean()), frac_valid=float(np.mean(rr.valid)),
+                       n_atoms_mean=float(np.mean(out.n_atoms)),
+                       loss=float(aux["loss"]), clip_frac=float(aux["clip_frac"]),
+                       grad_norm=float(aux["grad_norm"]))
+            for name, v in rr.extras.items():
+                row[f"{name}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
+            row.update(time_sample_s=t_sample, time_step_s=time.time() - t0)
+            history.append(row)
+            done = step + 1
+            log.info("ppo step %d/%d  reward %.4f +- %.4f  kl %.4f  valid %.2f  %.1fs", step + 1, cfg.steps,
+                     row["reward_mean"], row["reward_std"], row["kl"], row["frac_valid"], row["time_step_s"])
+            if not all(np.isfinite(row[k]) for k in ("loss", "grad_norm", "kl", "baseline")):
+                raise FloatingPointError(
+                    f"PPO diverged at step {done}: loss {row['loss']}, grad norm {row['grad_norm']}, kl {row['kl']}, "
+                    f"baseline {row['baseline']}. The newest checkpoint before this step is kept; lower ppo.lr "
+                    "(or check the reward for NaN) and rerun.")
+            if metrics_path:
+                write_parquet_atomic(pd.DataFrame(history), metrics_path)
+            saved = store is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps)
+            if saved:
+                store.save(done, state, dict(step=done, baseline=baseline, history=history, run=run_id))
+            if done < cfg.steps and stop.requested():  # a Slurm time limit is near (crystalrl.timelimit)
+                if store is not None:
+                    if not saved:
+                        store.save(done, state, dict(step=done, baseline=baseline, history=history, run=run_id))
+                    store.close()
+                raise TimeLimit(done, str(ckpt_dir))
+            if stop_after is not None and done >= stop_after:
+                break
     if store is not None:
         store.close()
     nnx.update(policy, _as_state(params0, state["params"]))

@@ -18,10 +18,16 @@ Workflow scripts are one line, `main("<stage>", snakemake)`; tests and notebooks
 from __future__ import annotations
 
 import importlib
+import json
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 from crystalrl.artifacts import advice_for, check_inputs, input_paths
+from crystalrl.devices import apply_memory_policy, check_devices
+from crystalrl.distributed import launch, write_spec
 from crystalrl.io import get_logger, keep_freed_memory, set_threads
+from crystalrl.timelimit import EXIT_TIME_LIMIT, TimeLimit, checkpoint_step, requeue
 
 #: The sample sets every model gets (results/{run}/samples/{model}/{set}.parquet):
 #: "dist" draws space groups from the training distribution (paper Fig. 3, overall
@@ -40,6 +46,11 @@ def named(files) -> SimpleNamespace:
                               for k, v in _items(files)})
 
 
+#: The frameworks each GPU stage runs its models in: what must see a GPU (`crystalrl.devices`).
+USES = {"train": {"jax"}, "sample": {"jax"}, "ppo": {"jax", "torch"}, "relax": {"torch"}, "evaluate": {"torch"},
+        "train_dielectric": {"torch"}, "predict_dielectric": {"torch"}}
+
+
 def main(stage: str, snakemake) -> None:
     """Run stage `stage` with a Snakemake `script:` object's files, params, log and threads.
 
@@ -48,21 +59,72 @@ def main(stage: str, snakemake) -> None:
     (`keep_freed_memory`: MLIP autograd passes spent much of their time in page faults).
     Parquet inputs are checked first; a failure goes to the rule's log with its traceback
     and one line saying which artifact is at fault and what to do (`crystalrl.artifacts`).
+    A job with several tasks (resources `tasks`, `nodes`) runs the stage in that many JAX
+    processes (`crystalrl.distributed`); a stage stopped at a Slurm time limit requeues
+    its job (`crystalrl.timelimit`).
     """
     set_threads(snakemake.threads)
     keep_freed_memory()
     log = get_logger(f"crystalrl.{stage}", snakemake.log[0] if snakemake.log else None)
-    inputs = named(snakemake.input)
+    inputs, outputs = named(snakemake.input), named(snakemake.output)
+    params = dict(_items(snakemake.params))
+    resources = dict(_items(getattr(snakemake, "resources", None) or {}))
+    threads = int(snakemake.threads)
     paths = input_paths(inputs)
+    tasks, nodes = int(resources.get("tasks") or 1), int(resources.get("nodes") or 1)
+    saved_before = checkpoint_step(params.get("ckpt_dir"))
     try:
         check_inputs(paths)
-        module = importlib.import_module(f"crystalrl.stages.{stage}")
-        module.run(inputs, named(snakemake.output), dict(_items(snakemake.params)), log,
-                   threads=int(snakemake.threads))
+        if tasks > 1:
+            spec = write_spec(Path(snakemake.log[0] if snakemake.log else ".").with_suffix(".spec.json"),
+                              stage=stage, inputs=vars(inputs), outputs=vars(outputs), params=params,
+                              log=snakemake.log[0] if snakemake.log else None, threads=threads, resources=resources)
+            launch([sys.executable, "-m", "crystalrl.stages", spec], tasks, nodes, log=log)
+        else:
+            _run(stage, inputs, outputs, params, log, threads, resources)
+    except TimeLimit:
+        why = requeue(checkpoint_step(params.get("ckpt_dir")) > saved_before, log=log)
+        if why is None:
+            raise SystemExit(EXIT_TIME_LIMIT) from None  # Slurm is putting the job back in the queue
+        log.error("stopped at the time limit and not requeued: %s", why)
+        raise
     except Exception as exc:
         log.error("stage %s failed", stage, exc_info=True)
         log.error("what to do: %s", advice_for(exc, paths, _check_model_dir))
         raise
+
+
+def _run(stage, inputs, outputs, params, log, threads, resources) -> None:
+    """The stage in this process, on the devices its job must use."""
+    uses = USES.get(stage, set())
+    if uses >= {"jax", "torch"}:
+        apply_memory_policy()  # before JAX starts
+    check_devices(stage, uses, resources)
+    module = importlib.import_module(f"crystalrl.stages.{stage}")
+    module.run(inputs, outputs, params, log, threads=threads)
+
+
+def run_worker(spec_path: str) -> int:
+    """One process of a job with several (`python -m crystalrl.stages <spec.json>`): joins the
+    others, runs the stage, and returns its exit status (EXIT_TIME_LIMIT after a time-limit stop)."""
+    from crystalrl import distributed
+
+    spec = json.loads(Path(spec_path).read_text())
+    distributed.initialize()
+    set_threads(spec["threads"])
+    keep_freed_memory()
+    rank = distributed.process_index()
+    log = get_logger(f"crystalrl.{spec['stage']}.p{rank}", spec["log"], level=None if rank == 0 else "WARNING")
+    try:
+        _run(spec["stage"], named(spec["inputs"]), named(spec["outputs"]), spec["params"], log, spec["threads"],
+             spec["resources"])
+    except TimeLimit:
+        return EXIT_TIME_LIMIT
+    except Exception:
+        log.error("process %d of stage %s failed", rank, spec["stage"], exc_info=True)
+        return 1
+    distributed.barrier("crystalrl-stage-done")  # process 0 hosts the coordinator: leave together
+    return 0
 
 
 def _check_model_dir(path) -> None:
@@ -74,10 +136,10 @@ def _check_model_dir(path) -> None:
 
 
 def run_stage(stage: str, inputs: dict, outputs: dict, params: dict, log: str | None = None,
-              threads: int = 1) -> None:
+              threads: int = 1, resources: dict | None = None) -> None:
     """Run stage `stage` on plain dicts of files and params (tests, notebooks), as a rule would."""
-    main(stage, SimpleNamespace(input=inputs, output=outputs, params=params,
+    main(stage, SimpleNamespace(input=inputs, output=outputs, params=params, resources=resources or {},
                                 log=[str(log)] if log else [], threads=threads))
 
 
-__all__ = ["SAMPLE_SETS", "main", "named", "run_stage"]
+__all__ = ["SAMPLE_SETS", "USES", "main", "named", "run_stage", "run_worker"]

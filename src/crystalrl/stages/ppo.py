@@ -6,19 +6,16 @@ two trained model directories, or none); outputs: model, metrics.
 """
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # share the GPU with torch reward models
-
-from crystalrl.digest import digest_files  # noqa: E402
-from crystalrl.hull import HullConfig, load_hull  # noqa: E402
-from crystalrl.io import write_parquet_atomic  # noqa: E402
-from crystalrl.mlip import MLIPConfig, load_mlip  # noqa: E402
-from crystalrl.model.store import load_model, save_model  # noqa: E402
-from crystalrl.rewards import make_reward  # noqa: E402
-from crystalrl.rl.ppo import PPOConfig, run_ppo  # noqa: E402
-from crystalrl.spacegroups import spacegroup_probs  # noqa: E402
-from crystalrl.train.data import load_token_arrays  # noqa: E402
+from crystalrl.devices import cap_torch_memory
+from crystalrl.digest import digest_files
+from crystalrl.hull import HullConfig, load_hull
+from crystalrl.io import write_parquet_atomic
+from crystalrl.mlip import MLIPConfig, load_mlip
+from crystalrl.model.store import load_model, save_model
+from crystalrl.rewards import make_reward
+from crystalrl.rl.ppo import PPOConfig, run_ppo
+from crystalrl.spacegroups import spacegroup_probs
+from crystalrl.train.data import load_token_arrays
 
 
 def build_reward(name: str, params: dict, dielectric_dirs=None, *, clip: float):
@@ -53,6 +50,7 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     sg_p = spacegroup_probs(cfg.spacegroups, train_arrays["G"])
     dielectric = tuple(getattr(inputs, "dielectric", None) or ()) or None
     reward_fn = build_reward(cfg.reward, params, dielectric, clip=cfg.ehull_clip)
+    cap_torch_memory()  # JAX and the reward's torch models share each GPU by fixed fractions (crystalrl.devices)
     log.info("PPO %s from %s: reward %s, beta %g, %d steps of %d samples", outputs.model, inputs.start_model,
              cfg.reward, cfg.beta, cfg.steps, cfg.batch_size)
     policy, metrics = run_ppo(policy, reference, reward_fn, sg_p, cfg, ckpt_dir=params["ckpt_dir"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from crystalrl.distributed import is_primary
 from crystalrl.model.config import ModelConfig
 from crystalrl.model.store import save_model
 from crystalrl.train.data import load_token_arrays
@@ -23,6 +24,8 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     va, va_ids = load_token_arrays(inputs.val_tokens)
     model = train(cfg_model, cfg, tr, va, ckpt_dir=params["ckpt_dir"], init_from=init_model,
                   metrics_path=outputs.metrics, log=log, train_ids=tr_ids, val_ids=va_ids)
+    if not is_primary():  # one of several processes (crystalrl.distributed): process 0 writes
+        return
     last = pd.read_parquet(outputs.metrics).iloc[-1]
     save_model(outputs.model, model, cfg_model, dict(
         train=cfg.to_dict(), init_from=init_model, train_tokens=str(inputs.train_tokens),

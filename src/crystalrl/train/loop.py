@@ -35,6 +35,7 @@ from crystalrl.distributed import fetch, global_batch, is_primary, local_rows, r
 from crystalrl.io import write_parquet_atomic
 from crystalrl.model.published import load_published
 from crystalrl.model.store import abstract_like, build_model, load_model, params_of, set_params
+from crystalrl.timelimit import StopRequest, TimeLimit
 from crystalrl.train.checkpoint import CheckpointStore
 from crystalrl.train.data import DataOrder, clean_arrays, fingerprint, take
 
@@ -154,6 +155,13 @@ def _make_steps(graphdef, tags: tuple[str, ...], lr: float, lr_decay: float, cli
         return out
 
     return train_step, eval_sums
+
+
+def duration(seconds: float) -> str:
+    """`1d 02:03:04` (`time.strftime` of a gmtime wrapped at 24 h: a 5-day ETA read as hours)."""
+    s = int(round(max(seconds, 0)))
+    days, rest = divmod(s, 86400)
+    return (f"{days}d " if days else "") + f"{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
 
 
 def micro_batches(batch_size: int, micro_batch: int | None, n_dev: int) -> tuple[int, int]:
@@ -374,30 +382,41 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
         validate(0)
     log_every = log_every or max(1, min(val_every, steps // 20 or 1))
     t0, first = None, None
-    for step in range(start, steps):
-        batch = global_batch(take(train_arrays, order.indices(step)[local_rows(batch_size)]), data_sh)
-        state, out = train_step(state, rest, batch, np.int32(step))
-        metrics.add(out)
-        done = step + 1
-        if done % val_every == 0 or done == steps:
-            validate(done)
-            metrics.check_finite(done)
-        if t0 is None:  # time from the end of the first (compiling) step
-            jax.block_until_ready(out)
-            t0, first = time.time(), done
-        elif done % log_every == 0:
-            jax.block_until_ready(out)
-            rate = (done - first) / max(time.time() - t0, 1e-9)
-            log.info("step %d/%d  %.2f steps/s  ETA %s", done, steps, rate,
-                     time.strftime("%H:%M:%S", time.gmtime((steps - done) / rate)))
-        if store is not None and (done % ckpt_every == 0 or done == steps):
-            epoch, pos = order.position(done)
-            meta = dict(step=done, epoch=epoch, batch_in_epoch=pos, seed=seed, run=run_id, **metrics.state_dict())
-            metrics.check_finite(done)  # never checkpoint a diverged state: the last good one stays
-            store.save(done, state, meta)
-        if stop_after is not None and done >= stop_after:
-            log.info("stopping after step %d (stop_after)", done)
-            break
+    def checkpoint(done):
+        epoch, pos = order.position(done)
+        meta = dict(step=done, epoch=epoch, batch_in_epoch=pos, seed=seed, run=run_id, **metrics.state_dict())
+        metrics.check_finite(done)  # never checkpoint a diverged state: the last good one stays
+        store.save(done, state, meta)
+
+    with StopRequest(log) as stop:
+        for step in range(start, steps):
+            batch = global_batch(take(train_arrays, order.indices(step)[local_rows(batch_size)]), data_sh)
+            state, out = train_step(state, rest, batch, np.int32(step))
+            metrics.add(out)
+            done = step + 1
+            if done % val_every == 0 or done == steps:
+                validate(done)
+                metrics.check_finite(done)
+            if t0 is None:  # time from the end of the first (compiling) step
+                jax.block_until_ready(out)
+                t0, first = time.time(), done
+            elif done % log_every == 0:
+                jax.block_until_ready(out)
+                rate = (done - first) / max(time.time() - t0, 1e-9)
+                log.info("step %d/%d  %.2f steps/s  ETA %s", done, steps, rate, duration((steps - done) / rate))
+            saved = store is not None and (done % ckpt_every == 0 or done == steps)
+            if saved:
+                checkpoint(done)
+            if done < steps and stop.requested():  # a Slurm time limit is near (crystalrl.timelimit)
+                if store is not None and not saved:
+                    checkpoint(done)
+                if store is not None:
+                    store.close()
+                metrics.write()
+                raise TimeLimit(done, str(ckpt_dir))
+            if stop_after is not None and done >= stop_after:
+                log.info("stopping after step %d (stop_after)", done)
+                break
     if store is not None:
         store.close()
     metrics.write()
