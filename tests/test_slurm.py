@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -175,6 +176,34 @@ def test_gpu_rules_keep_partition_and_gpu_under_a_user_profile(tmp_path):
                                                               "CRYSTALRL_GPU_PARTITION": "a100q"})
     assert "gres=gpu:a100:1" in typed["sample"] and "slurm_partition=a100q" in typed["sample"]
     assert "gpu=1" not in typed["sample"]
+
+
+def test_gpus_and_processes_per_stage_reach_sbatch(tmp_path):
+    """Issue 24: `gpus.pretrain: 8` asks --gpus=8 for that rule only; `processes.pretrain`
+    with 2 nodes asks for 2 tasks on 2 nodes with 8 GPUs on each, and the stage starts them."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    def sbatch(res, threads=4):
+        job = SimpleNamespace(resources=_Resources(res), threads=threads)
+        params = dict(run_uuid="r", slurm_logfile="l", comment_str="c", account="", partition="-p gpu", workdir="")
+        return get_submit_command(job, params) + set_gres_string(job)
+
+    wd = make_workdir(tmp_path, {**DEMO, "gpus": {"pretrain": 8}})
+    res = _dry_run_resources(wd, "--profile", "slurm", "--forcerun", "pretrain")
+    parsed = {rule: dict(kv.split("=", 1) for kv in line.split(", ")) for rule, line in res.items()}
+    assert parsed["pretrain"]["gpu"] == "8" and all(parsed[r].get("gpu") == "1" for r in GPU_RULES - {"pretrain"} if r in parsed)
+    call = sbatch({k: int(v) if v.isdigit() else v for k, v in parsed["pretrain"].items()})
+    assert " --gpus=8" in call and "--ntasks=1 " not in call and "--signal=TERM@600" in call, call
+    two_nodes = slurm.job_resources(32000, 600, True, slurm.ClusterSettings(), gpus=8, nodes=2, stop_before_limit=True)
+    call = sbatch(two_nodes)
+    for opt in ("--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--gres=gpu:8", "--cpus-per-task=4"):
+        assert opt in call, (opt, call)
+    assert "--ntasks-per-gpu" not in call and "--gpus=" not in call
+    req = slurm.request_from_resources("pretrain", 4, _Resources(two_nodes))
+    nodes = slurm.parse_sinfo(SINFO_TYPED)
+    assert (req.nodes, req.tasks_per_node, req.gpus) == (2, 1, 8)
+    assert "only 1 node(s) of partition gpu can hold it" in slurm.misfits([req], nodes)[0]   # one h100 node has 8
 
 
 # --------------------------------------------------------------------------- the live cluster
@@ -422,3 +451,82 @@ def test_failing_job_is_reported_and_earlier_results_are_kept(slurm_run):
     slurm_log = re.search(r"log: logs/demo/ppo_boom\.log, (\S+/slurm_logs/rule_ppo/boom/\d+\.log)", out).group(1)
     assert "injected failure" in Path(slurm_log).read_text()
     assert len(upstream) > 20 and {p: p.stat().st_mtime_ns for p in upstream if p.exists()} == stamps
+
+
+# --------------------------------------------------------------------------- time limits and tasks
+_REFERENCE = """
+import sys, numpy as np, yaml
+from crystalrl import distributed
+distributed.initialize()
+import jax
+from crystalrl.config import validate_config
+from crystalrl.model.config import ModelConfig
+from crystalrl.model.store import params_of
+from crystalrl.train.data import load_token_arrays
+from crystalrl.train.loop import TrainConfig, train
+wd = sys.argv[1]
+cfg = validate_config(yaml.safe_load(open(wd + "/config/demo.yaml")))
+extra = yaml.safe_load(open(wd + "/extra.yaml"))
+cfg["pretrain"].update(extra["pretrain"])
+tr, _ = load_token_arrays(wd + "/results/demo/data/tokens_train.parquet")
+va, _ = load_token_arrays(wd + "/results/demo/data/tokens_val.parquet")
+m = train(ModelConfig.from_dict(cfg["model"]), TrainConfig.from_dict(cfg["pretrain"]), tr, va)
+if distributed.is_primary():
+    np.savez(sys.argv[2], *jax.tree.leaves(params_of(m)))
+"""
+TIME_LIMITED = {**DEMO, "threads": {"train": 1}, "processes": {"pretrain": {"tasks_per_node": 2}},
+                "pretrain": {"steps": 300, "batch_size": 32, "val_every": 100, "ckpt_every": 10000}}
+
+
+@pytest.fixture(scope="module")
+def timelimit_run(test_cluster, tmp_path_factory):
+    """Pretraining as one Slurm job of 2 tasks (2 JAX processes) under a 1-minute time limit,
+    about three limits' worth of steps: SIGTERM 30 s before each limit, a checkpoint, a requeue,
+    until it ends; beside it, the same pretraining uninterrupted in one process."""
+    from crystalrl import distributed
+
+    wd = make_workdir(tmp_path_factory.mktemp("timelimit"), TIME_LIMITED)
+    data = "results/demo/data"
+    rc, out, _ = _run(wd, "--cores", "2", f"{data}/tokens_train.parquet", f"{data}/tokens_val.parquet")
+    assert rc == 0, out[-3000:]
+    env = {**KNOBS, "CRYSTALRL_STOP_BEFORE_LIMIT_S": "30"}
+    with open(wd / "slurm_run.log", "w") as log:
+        t0 = time.time()
+        proc = subprocess.Popen([*SM, "results/demo/models/base", "--profile", "slurm", *FAST_POLL,
+                                 "--set-resources", "pretrain:runtime=1", *CONFIG], cwd=wd, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env}, start_new_session=True)
+        # the same 2 processes, uninterrupted (over hundreds of steps 1 and 2 processes drift apart
+        # by float rounding in the all-reduce, so only a 2-process run is the same run)
+        distributed.launch([sys.executable, "-c", _REFERENCE, str(wd), str(wd / "reference.npz")], tasks=2)
+        try:
+            rc = proc.wait(timeout=1200)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                proc.wait(timeout=60)
+    out = (wd / "slurm_run.log").read_text()
+    assert rc == 0, out[-6000:]
+    job = re.findall(r"rule pretrain.*?has been submitted with SLURM jobid (\d+)", out, re.S)[-1]
+    info = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    print(f"time-limited 2-task pretraining through Slurm: {time.time() - t0:.0f} s")
+    return SimpleNamespace(wd=wd, out=out, reference=np.load(wd / "reference.npz"), job=job, scontrol=info,
+                           log=(wd / "logs" / "demo" / "pretrain.log").read_text())
+
+
+def test_time_limited_two_task_pretraining_completes_by_itself(timelimit_run):
+    """Issue 24: no hand restarts. The job was requeued at least twice (each time after a
+    checkpoint just before its limit), resumed, and ended with the uninterrupted run's parameters."""
+    from crystalrl.model.store import load_model, params_of
+
+    run = timelimit_run
+    restarts = int(re.search(r"Restarts=(\d+)", run.scontrol).group(1))
+    assert restarts >= 2 and "JobState=COMPLETED" in run.scontrol, run.scontrol
+    # the rule log is the last start's (Snakemake replaces it); the checkpoint remembers every stop
+    assert "starting 2 processes" in run.log and re.search(r"resumed from \S+ at step [1-9]", run.log), run.log[-3000:]
+    stops = re.search(r"stopped for Slurm time limits (\d+) time\(s\) so far: (.*)", run.log)
+    assert stops and int(stops.group(1)) == restarts and stops.group(2).count(f"Slurm job {run.job}") == restarts
+    model, _ = load_model(run.wd / "results" / "demo" / "models" / "base")
+    import jax
+    leaves = jax.tree.leaves(params_of(model))
+    diff = max(float(np.abs(np.asarray(a) - run.reference[f"arr_{i}"]).max()) for i, a in enumerate(leaves))
+    assert diff < 1e-6, diff

@@ -21,6 +21,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -150,7 +151,14 @@ def launch(argv: Sequence[str], tasks: int, nodes: int = 1, env: Mapping[str, st
     if cmd is not None:
         if log:
             log.info("starting %d processes on %d node(s): %s", tasks, nodes, shlex.join(cmd))
-        _raise_for([subprocess.run(cmd, env=env).returncode], f"{tasks} processes under srun")
+        # The job's SIGTERM (time limit, preemption) is for the workers, which checkpoint and stop;
+        # this process waits for them and then requeues the job (crystalrl.timelimit).
+        old = signal.signal(signal.SIGTERM, lambda *_: None)
+        try:
+            rc = subprocess.run(cmd, env=env).returncode
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        _raise_for([rc], f"{tasks} processes under srun")
         return
     if nodes > 1:
         raise RuntimeError(f"{nodes} nodes asked for, but this is not a Slurm allocation (no SLURM_JOB_ID/srun)")

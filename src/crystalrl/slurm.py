@@ -113,8 +113,10 @@ def job_resources(mem_mb: int, runtime: int, gpu: bool, cluster: ClusterSettings
       job in `srun -n1`; the stage starts its processes with srun itself
       (`crystalrl.distributed`). `tasks_per_gpu: 0` stops the plugin from turning `tasks`
       into `--ntasks-per-gpu` on GPU jobs.
-    - `stop_before_limit`: `--signal=TERM@s`, s = CRYSTALRL_STOP_BEFORE_LIMIT_S seconds
-      before the time limit, when the stage checkpoints and requeues (`crystalrl.timelimit`).
+    - `stop_before_limit`: the stage checkpoints and requeues CRYSTALRL_STOP_BEFORE_LIMIT_S
+      seconds before the time limit (`crystalrl.timelimit`, from the job's own time left);
+      `--signal=TERM@s` asks Slurm for a warning then too, as a backup, when s is at least
+      120 (Slurm may send it up to a minute early, and only to job steps that exist).
     """
     mem = math.ceil(mem_mb * cluster.mem_scale)
     minutes = math.ceil(runtime * cluster.runtime_scale)
@@ -134,7 +136,7 @@ def job_resources(mem_mb: int, runtime: int, gpu: bool, cluster: ClusterSettings
     if nodes * tasks_per_node > 1:
         res.update(mpi="srun", tasks=nodes * tasks_per_node, nodes=nodes, tasks_per_gpu=0)
         extra.append(f"--ntasks-per-node={tasks_per_node}")
-    if stop_before_limit:
+    if stop_before_limit and cluster.stop_before_limit_s >= 120:  # a backup of the job's own deadline
         extra.append(f"--signal=TERM@{cluster.stop_before_limit_s}")
     if extra:
         res["slurm_extra"] = " ".join(extra)

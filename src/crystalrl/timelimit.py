@@ -1,17 +1,23 @@
-"""Through Slurm time limits, unattended: checkpoint on the warning signal, requeue, resume.
+"""Through Slurm time limits, unattended: checkpoint before the limit, requeue, resume.
 
-1000 GPU-hours of pretraining do not fit in one Slurm job. The long GPU rules ask Slurm
-for SIGTERM some minutes before their time limit (`--signal=TERM@<s>`, rule resources).
-`StopRequest` catches it, and the SIGTERM Slurm sends at the limit itself; the training
-loops look at it after every step, save a checkpoint there and raise `TimeLimit`.
-`stages.main` then requeues the Slurm job (`scontrol requeue`): it keeps its job id and
-goes back to the queue, so Snakemake's Slurm executor keeps waiting for it, and when it
-starts again the stage resumes from that checkpoint. Only a stop that saved progress is
-requeued: a job that cannot finish one checkpoint interval within its time limit fails
-with a message saying so, instead of looping.
+1000 GPU-hours of pretraining do not fit in one Slurm job. A training loop asks
+`StopRequest.requested()` after every step; it says stop
+
+- when the job's time left (`squeue -o %L`, read at the start) falls below
+  CRYSTALRL_STOP_BEFORE_LIMIT_S (default 600 s; at most half the job's time), or
+- when the process got SIGTERM or SIGUSR1: the warning the long rules ask Slurm for
+  (`--signal=TERM@<s>`, which Slurm may send up to a minute early and only to job steps
+  that exist by then), the SIGTERM at the limit itself, or a preemption.
+
+The loop then saves a checkpoint at that step and raises `TimeLimit`; `stages.main`
+requeues the Slurm job (`scontrol requeue`): it keeps its job id and goes back to the
+queue, so Snakemake's Slurm executor keeps waiting for it, and when it starts again the
+stage resumes from that checkpoint. Only a stop that saved progress is requeued: a job
+that cannot make one step of progress within its time limit fails with a message saying
+so, instead of looping.
 
 Several processes of one job (`crystalrl.distributed`) stop at the same step: each
-step they agree whether any of them was signalled.
+step they agree whether any of them wants to.
 """
 from __future__ import annotations
 
@@ -36,17 +42,68 @@ class TimeLimit(Exception):
         super().__init__(f"stopped for the time limit after step {step}, checkpoint in {where}")
 
 
+ENV_STOP_BEFORE = "CRYSTALRL_STOP_BEFORE_LIMIT_S"
+
+
+def parse_time_left(text: str) -> float | None:
+    """Seconds in squeue's `%L` ("45", "12:34", "1:02:03", "2-01:02:03"); None for UNLIMITED/NOT_SET."""
+    text = text.strip()
+    days, _, clock = text.rpartition("-")
+    parts = clock.split(":")
+    if not text or not all(p.isdigit() for p in parts) or (days and not days.isdigit()):
+        return None
+    seconds = 0
+    for p in parts:
+        seconds = 60 * seconds + int(p)
+    return seconds + 86400 * int(days or 0)
+
+
+def job_deadline(env: Mapping[str, str] = os.environ, log: logging.Logger | None = None) -> float | None:
+    """When (time.time()) this Slurm job should stop to leave time for a checkpoint; None off Slurm."""
+    import time
+
+    job = env.get("SLURM_JOB_ID")
+    if not job or shutil.which("squeue") is None:
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    left = parse_time_left(out.stdout) if out.returncode == 0 else None
+    if left is None:
+        return None
+    margin = min(float(env.get(ENV_STOP_BEFORE, 600)), left / 2)
+    (log or _LOG).info("Slurm job %s has %.0f s left: checkpointing and requeueing %.0f s before its limit",
+                       job, left, margin)
+    return time.time() + left - margin
+
+
+_early: list[int] = []  # signals that arrived before a training loop was listening
+
+
+def catch_signals_early() -> None:
+    """Record SIGTERM/SIGUSR1 from the start of a job process: one that arrives while the stage
+    is still importing would otherwise kill it before it can checkpoint."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for s in StopRequest.SIGNALS:
+            signal.signal(s, lambda signum, frame: _early.append(signum))
+
+
 class StopRequest:
-    """Set when the process gets SIGTERM or SIGUSR1; `requested()` asks every process of the job.
+    """Whether to stop for a time limit: the job's deadline passed, or SIGTERM/SIGUSR1 arrived.
 
     Use as a context manager around a training loop: the previous handlers come back after it.
+    `requested()` gives the same answer in every process of a job.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
-    def __init__(self, log: logging.Logger | None = None):
+    def __init__(self, log: logging.Logger | None = None, env: Mapping[str, str] = os.environ):
         self.log = log or _LOG
-        self.signalled: int | None = None
+        self.signalled: int | None = _early[0] if _early else None
+        self.deadline = job_deadline(env, self.log)
         self._old: dict = {}
 
     def _handle(self, signum, frame) -> None:
@@ -67,16 +124,29 @@ class StopRequest:
             signal.signal(s, old)
 
     def requested(self) -> bool:
-        """Whether this process or any other of the job was signalled (the same answer in all)."""
+        """Whether this process or any other of the job wants to stop (the same answer in all)."""
+        import time
+
         import jax
 
-        mine = self.signalled is not None
+        mine = self.signalled is not None or (self.deadline is not None and time.time() >= self.deadline)
         if jax.process_count() == 1:
             return mine
         import numpy as np
         from jax.experimental import multihost_utils
 
         return bool(np.asarray(multihost_utils.process_allgather(np.int32(mine))).max())
+
+
+def stop_record(step: int, env: Mapping[str, str] = os.environ) -> dict:
+    """What a checkpoint remembers of a time-limit stop (the rule log of each job is replaced by the next)."""
+    import time
+
+    return dict(step=step, at=time.strftime("%Y-%m-%dT%H:%M:%S"), job=env.get("SLURM_JOB_ID"))
+
+
+def stops_text(stops: list[dict]) -> str:
+    return "; ".join(f"after step {s['step']} at {s['at']} (Slurm job {s['job']})" for s in stops)
 
 
 def checkpoint_step(ckpt_dir: str | os.PathLike | None) -> int:

@@ -40,7 +40,7 @@ from crystalrl.model.store import abstract_like, params_of
 from crystalrl.rewards import RewardResult
 from crystalrl.spacegroups import draw_spacegroups
 from crystalrl.tokenizer import TOKEN_KEYS
-from crystalrl.timelimit import StopRequest, TimeLimit
+from crystalrl.timelimit import StopRequest, TimeLimit, stop_record, stops_text
 from crystalrl.train.checkpoint import CheckpointStore
 from crystalrl.train.loop import data_mesh, make_optimizer, micro_batches
 
@@ -144,7 +144,7 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
     state = dict(params=nnx.to_pure_dict(params0), opt_state=None)
     state["opt_state"] = tx.init(state["params"])
     state = jax.device_put(state, repl)
-    baseline, history, start = None, [], 0
+    baseline, history, start, stops = None, [], 0, []
 
     # A checkpoint is resumed only by the run that wrote it: the same settings (all but the
     # step count, so a run can be extended), start and reference parameters by value, space
@@ -157,8 +157,10 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
         resumed = store.resume(abstract_like(state, repl), run_id, max_step=cfg.steps)
         if resumed is not None:
             start, state, meta = resumed
-            baseline, history = meta["baseline"], meta["history"]
+            baseline, history, stops = meta["baseline"], meta["history"], meta.get("stops", [])
             log.info("resumed PPO from %s at step %d", ckpt_dir, start)
+            if stops:
+                log.info("this run stopped for Slurm time limits %d time(s) so far: %s", len(stops), stops_text(stops))
 
     key0 = jax.random.key(cfg.seed)
     with StopRequest(log) as stop:
@@ -208,13 +210,12 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
                     "(or check the reward for NaN) and rerun.")
             if metrics_path:
                 write_parquet_atomic(pd.DataFrame(history), metrics_path)
-            saved = store is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps)
-            if saved:
-                store.save(done, state, dict(step=done, baseline=baseline, history=history, run=run_id))
-            if done < cfg.steps and stop.requested():  # a Slurm time limit is near (crystalrl.timelimit)
+            stopping = done < cfg.steps and stop.requested()  # a Slurm time limit is near (crystalrl.timelimit)
+            if store is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps or stopping):
+                stops += [stop_record(done)] if stopping else []
+                store.save(done, state, dict(step=done, baseline=baseline, history=history, run=run_id, stops=stops))
+            if stopping:
                 if store is not None:
-                    if not saved:
-                        store.save(done, state, dict(step=done, baseline=baseline, history=history, run=run_id))
                     store.close()
                 raise TimeLimit(done, str(ckpt_dir))
             if stop_after is not None and done >= stop_after:

@@ -27,7 +27,7 @@ from crystalrl.artifacts import advice_for, check_inputs, input_paths
 from crystalrl.devices import apply_memory_policy, check_devices
 from crystalrl.distributed import launch, write_spec
 from crystalrl.io import get_logger, keep_freed_memory, set_threads
-from crystalrl.timelimit import EXIT_TIME_LIMIT, TimeLimit, checkpoint_step, requeue
+from crystalrl.timelimit import EXIT_TIME_LIMIT, TimeLimit, catch_signals_early, checkpoint_step, requeue
 
 #: The sample sets every model gets (results/{run}/samples/{model}/{set}.parquet):
 #: "dist" draws space groups from the training distribution (paper Fig. 3, overall
@@ -65,6 +65,7 @@ def main(stage: str, snakemake) -> None:
     """
     set_threads(snakemake.threads)
     keep_freed_memory()
+    catch_signals_early()
     log = get_logger(f"crystalrl.{stage}", snakemake.log[0] if snakemake.log else None)
     inputs, outputs = named(snakemake.input), named(snakemake.output)
     params = dict(_items(snakemake.params))
@@ -109,6 +110,7 @@ def run_worker(spec_path: str) -> int:
     others, runs the stage, and returns its exit status (EXIT_TIME_LIMIT after a time-limit stop)."""
     from crystalrl import distributed
 
+    catch_signals_early()
     spec = json.loads(Path(spec_path).read_text())
     distributed.initialize()
     set_threads(spec["threads"])

@@ -35,7 +35,7 @@ from crystalrl.distributed import fetch, global_batch, is_primary, local_rows, r
 from crystalrl.io import write_parquet_atomic
 from crystalrl.model.published import load_published
 from crystalrl.model.store import abstract_like, build_model, load_model, params_of, set_params
-from crystalrl.timelimit import StopRequest, TimeLimit
+from crystalrl.timelimit import StopRequest, TimeLimit, stop_record, stops_text
 from crystalrl.train.checkpoint import CheckpointStore
 from crystalrl.train.data import DataOrder, clean_arrays, fingerprint, take
 
@@ -356,15 +356,17 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
     run_id = dict(model=cfg_model.to_dict(), lr=lr, lr_decay=lr_decay, batch_size=batch_size,
                   clip_grad=clip_grad, seed=seed, init_params=init_digest,
                   train_data=fingerprint(train_arrays), val_data=fingerprint(val_arrays), n_train=order.n_rows)
-    metrics, start = _Metrics(metrics_path), 0
+    metrics, start, stops = _Metrics(metrics_path), 0, []
     store = CheckpointStore(ckpt_dir, keep=keep_ckpts, log=log) if ckpt_dir else None
     if store is not None:
         resumed = store.resume(abstract_like(state, repl), run_id, max_step=steps)
         if resumed is not None:
             start, state, meta = resumed
-            metrics = _Metrics(metrics_path, meta["history"], meta["acc"])
+            metrics, stops = _Metrics(metrics_path, meta["history"], meta["acc"]), meta.get("stops", [])
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_dir, start,
                      *order.position(start))
+            if stops:
+                log.info("this run stopped for Slurm time limits %d time(s) so far: %s", len(stops), stops_text(stops))
 
     def validate(step):
         row = metrics.row(dict(step=step, epoch=step / order.steps_per_epoch,
@@ -382,9 +384,12 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
         validate(0)
     log_every = log_every or max(1, min(val_every, steps // 20 or 1))
     t0, first = None, None
-    def checkpoint(done):
+    def checkpoint(done, stopping=False):
         epoch, pos = order.position(done)
-        meta = dict(step=done, epoch=epoch, batch_in_epoch=pos, seed=seed, run=run_id, **metrics.state_dict())
+        if stopping:
+            stops.append(stop_record(done))
+        meta = dict(step=done, epoch=epoch, batch_in_epoch=pos, seed=seed, run=run_id, stops=stops,
+                    **metrics.state_dict())
         metrics.check_finite(done)  # never checkpoint a diverged state: the last good one stays
         store.save(done, state, meta)
 
@@ -408,8 +413,8 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
             if saved:
                 checkpoint(done)
             if done < steps and stop.requested():  # a Slurm time limit is near (crystalrl.timelimit)
-                if store is not None and not saved:
-                    checkpoint(done)
+                if store is not None:
+                    checkpoint(done, stopping=True)
                 if store is not None:
                     store.close()
                 metrics.write()
