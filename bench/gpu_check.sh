@@ -61,9 +61,10 @@ if compgen -G "$WHEELS/*.whl" >/dev/null; then
 fi
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export PYTHONUNBUFFERED=1
-# neither framework takes the whole GPU: JAX allocates on demand up to 45 %, torch
-# (capped in the Python part) grows its cache in expandable segments
-export XLA_PYTHON_CLIENT_PREALLOCATE=false XLA_PYTHON_CLIENT_MEM_FRACTION=0.45
+# the workflow's one GPU memory policy (crystalrl.devices, config `runtime`): JAX on demand
+# up to 45 %, torch capped at 45 % in the Python part; torch's cache in expandable segments
+export CRYSTALRL_JAX_MEMORY_FRACTION=${CRYSTALRL_JAX_MEMORY_FRACTION:-0.45}
+export CRYSTALRL_TORCH_MEMORY_FRACTION=${CRYSTALRL_TORCH_MEMORY_FRACTION:-0.45}
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 if [[ "${GPU_CHECK_DRY:-0}" == 1 ]]; then export JAX_PLATFORMS=cpu; else export JAX_PLATFORMS=cuda; fi
 
@@ -79,11 +80,14 @@ import traceback
 import warnings
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import torch
-from flax import nnx
+from crystalrl.devices import apply_memory_policy, cap_torch_memory, found_backends
+
+apply_memory_policy()  # before JAX starts: the same code as the workflow's PPO jobs
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from flax import nnx  # noqa: E402
 
 warnings.filterwarnings("ignore")
 DRY = os.environ.get("GPU_CHECK_DRY") == "1"
@@ -156,9 +160,10 @@ if os.environ.get("GPU_CHECK_CKPT"):
     from crystalrl.model.haiku_import import import_into
     from crystalrl.model.published import read_checkpoint
     import_into(MODEL, read_checkpoint(os.environ["GPU_CHECK_CKPT"]).params)
-if torch.cuda.is_available():
-    torch.cuda.set_per_process_memory_fraction(0.45)
+cap_torch_memory()
 dev = jax.devices()[0]
+record("backends", **found_backends({"jax", "torch"}), jax_devices=len(jax.devices()),
+       torch_devices=torch.cuda.device_count(), xla_mem_fraction=os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION"))
 record("machine", jax=jax.__version__, jax_device=f"{dev.platform} {dev.device_kind}",
        torch=torch.__version__, torch_cuda=torch.cuda.is_available(),
        weights=os.environ.get("GPU_CHECK_CKPT", "random"),

@@ -133,7 +133,8 @@ def _make_steps(graphdef, tags: tuple[str, ...], lr: float, lr_decay: float, cli
         total, _ = jax.lax.scan(body, zeros, (jnp.arange(n_micro), micro))
         return jax.tree.map(lambda x: x / n_micro, total)
 
-    @partial(jax.jit, in_shardings=(repl, repl, data_sh, None), out_shardings=(repl, repl))
+    # the state's buffers are donated: params and Adam moments are updated in place, not copied
+    @partial(jax.jit, in_shardings=(repl, repl, data_sh, None), out_shardings=(repl, repl), donate_argnums=0)
     def train_step(state, rest, batch, step):
         key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), step)
         if n_micro == 1:
@@ -180,19 +181,20 @@ def _divisor_near(batch_size: int, want: int, n_dev: int) -> int:
     return min(ok, key=lambda m: (abs(m - want), m)) if ok else batch_size
 
 
-def fresh_train_step(cfg_model, lr: float = 1e-4, seed: int = 0, devices=None) -> SimpleNamespace:
+def fresh_train_step(cfg_model, lr: float = 1e-4, seed: int = 0, devices=None, n_micro: int = 1) -> SimpleNamespace:
     """One training step of `train` without the loop around it (benchmarks): a fresh model's
     `graphdef`, `params`, replicated `state` and `rest`, the loop's own jitted `train_step`
-    (Adam, clipping 1.0, no decay) and the batch sharding `data_sh` of the device mesh."""
+    (Adam, clipping 1.0, no decay, `n_micro` accumulated micro-batches) and the batch
+    sharding `data_sh` of the device mesh. The step donates `state`; `params` stay valid."""
     model = build_model(cfg_model, seed)
     graphdef, _, rest = nnx.split(model, nnx.Param, ...)
     mesh = data_mesh(devices)
     repl = NamedSharding(mesh, P())
     tx, _ = make_optimizer(lr)
     params = params_of(model)
-    state = jax.device_put(dict(params=params, opt_state=tx.init(params),
-                                key=jax.random.key_data(jax.random.key(seed))), repl)
-    train_step, _ = _make_steps(graphdef, _rng_tags(model), float(lr), 0.0, 1.0, mesh)
+    state = jax.device_put(jax.tree.map(jnp.copy, dict(params=params, opt_state=tx.init(params),
+                                                       key=jax.random.key_data(jax.random.key(seed)))), repl)
+    train_step, _ = _make_steps(graphdef, _rng_tags(model), float(lr), 0.0, 1.0, mesh, n_micro)
     return SimpleNamespace(graphdef=graphdef, params=params, state=state, rest=jax.device_put(rest, repl),
                            train_step=train_step, data_sh=NamedSharding(mesh, P("data")))
 
