@@ -176,21 +176,25 @@ batch = {k: np.asarray(v) for k, v in one.tokens().items()}
 adv = np.asarray(oxygen_site_fraction(tokens_of(one)).reward - 0.01, np.float32)
 diff = []
 outs = []
-for devs in (jax.devices()[:1], jax.devices()):
+losses = []
+for devs, n_micro in ((jax.devices()[:1], 1), (jax.devices(), 1), (jax.devices()[:1], 4)):
     mesh = data_mesh(devs)
     p = nnx.to_pure_dict(params)
     lp = _logp_fn(graphdef, rest, mesh)(p, batch)
     state = dict(params=p, opt_state=tx.init(p))
-    new, aux = _make_update(graphdef, rest, tx, 0.1, 0.2, mesh)(state, batch, lp, lp - 0.01, adv)
+    new, aux = _make_update(graphdef, rest, tx, 0.1, 0.2, mesh, n_micro)(state, batch, lp, lp - 0.01, adv)
     outs.append(np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(new["params"])]))
+    losses.append(float(aux["loss"]))
 print("RESULT", json.dumps(dict(same_samples=bool(same_samples), update_diff=float(np.abs(outs[0] - outs[1]).max()),
+                                micro_diff=float(np.abs(outs[0] - outs[2]).max()), loss_diff=abs(losses[0] - losses[2]),
                                 moved=float(np.abs(outs[0] - np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(nnx.to_pure_dict(params))])).max()))))
 """
 
 
 def test_sampling_and_the_ppo_update_on_two_devices_match_one(repo_root):
     """Issue 24: PPO's sampling splits its chunks over the devices (chunk c on device c mod n,
-    the same draws as one device), and its update is data parallel (the same step)."""
+    the same draws as one device), its update is data parallel (the same step), and so is
+    the update accumulated over 4 micro-batches."""
     import json
     import os
     import subprocess
@@ -201,3 +205,4 @@ def test_sampling_and_the_ppo_update_on_two_devices_match_one(repo_root):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(proc.stdout.split("RESULT", 1)[1])
     assert res["same_samples"] and res["moved"] > 1e-5 and res["update_diff"] < 1e-6, res
+    assert res["micro_diff"] < 1e-6 and res["loss_diff"] < 1e-5, res  # ppo.micro_batch: the same step

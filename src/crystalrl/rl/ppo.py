@@ -65,6 +65,7 @@ class PPOConfig(SectionConfig):
     steps: int
     batch_size: int
     minibatch: int | None
+    micro_batch: int | None
     lr: float
     clip_grad: float
     spacegroups: str | list
@@ -81,9 +82,11 @@ def total_logp(model, batch) -> jax.Array:
     return t["logp_w"] + t["logp_xyz"] + t["logp_a"] + t["logp_l"]
 
 
-def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh):
+def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh, n_micro: int = 1):
     """One jitted PPO gradient step on a (mini)batch, data parallel over `mesh`: the batch split
-    over its devices, the state replicated, the gradient all-reduced by XLA."""
+    over its devices, the state replicated, the gradient all-reduced by XLA. With `n_micro` > 1
+    the gradient is accumulated over that many equal micro-batches (the same step, a fraction
+    of the activation memory; rows j, j + n, ... form micro-batch j, as in pretraining)."""
     repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
     def objective(params, batch, old_logp, ref_logp, adv):
@@ -94,10 +97,29 @@ def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh):
         clipped = jnp.mean((jnp.abs(ratio - 1) > eps).astype(jnp.float32))
         return -jnp.mean(surrogate), dict(clip_frac=clipped, ratio_max=jnp.max(ratio))
 
+    grad_fn = jax.value_and_grad(objective, has_aux=True)
+
+    def accumulated(params, *rows):
+        micro = jax.tree.map(lambda x: jnp.swapaxes(x.reshape(x.shape[0] // n_micro, n_micro, *x.shape[1:]), 0, 1),
+                             rows)
+        micro = jax.lax.with_sharding_constraint(micro, NamedSharding(mesh, P(None, "data")))
+
+        def body(acc, mb):
+            (loss, aux), g = grad_fn(params, *mb)
+            total_g, total_loss, clip, rmax = acc
+            return (jax.tree.map(jnp.add, total_g, g), total_loss + loss, clip + aux["clip_frac"],
+                    jnp.maximum(rmax, aux["ratio_max"])), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (g, loss, clip, rmax), _ = jax.lax.scan(body, (zeros, 0.0, 0.0, -jnp.inf), micro)
+        return (loss / n_micro, dict(clip_frac=clip / n_micro, ratio_max=rmax)), jax.tree.map(lambda x: x / n_micro, g)
+
     @partial(jax.jit, in_shardings=(repl, data_sh, data_sh, data_sh, data_sh), out_shardings=(repl, repl))
     def update(state, batch, old_logp, ref_logp, adv):
-        (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(
-            state["params"], batch, old_logp, ref_logp, adv)
+        if n_micro == 1:
+            (loss, aux), grads = grad_fn(state["params"], batch, old_logp, ref_logp, adv)
+        else:
+            (loss, aux), grads = accumulated(state["params"], batch, old_logp, ref_logp, adv)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         return dict(params=optax.apply_updates(state["params"], updates), opt_state=opt_state), \
             dict(loss=loss, grad_norm=optax.global_norm(grads), **aux)
@@ -134,12 +156,13 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
     mesh = data_mesh(jax.local_devices())
     n_dev = mesh.devices.size
     n_mini, mini = micro_batches(cfg.batch_size, cfg.minibatch, n_dev)  # the same divisibility rules
+    n_micro, _ = micro_batches(mini, cfg.micro_batch, n_dev)
     repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     graphdef, params0, rest = nnx.split(policy, nnx.Param, ...)
     rest = jax.device_put(rest, repl)
     ref_params = jax.device_put(params_of(reference), repl)
     tx, _ = make_optimizer(cfg.lr, 0.0, cfg.clip_grad)
-    update = _make_update(graphdef, rest, tx, cfg.beta, cfg.clip_eps, mesh)
+    update = _make_update(graphdef, rest, tx, cfg.beta, cfg.clip_eps, mesh, n_micro)
     logp = _logp_fn(graphdef, rest, mesh)
     state = dict(params=nnx.to_pure_dict(params0), opt_state=None)
     state["opt_state"] = tx.init(state["params"])
