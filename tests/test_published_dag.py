@@ -71,3 +71,7 @@ def test_runs_to_the_sun_table_from_the_published_base(workdir):
     assert len(meta["published"]["sha256"]) == 64
     samples = pd.read_parquet(workdir / "results/demo/samples/published_rl/per_sg.parquet")
     assert len(samples) == 16 and samples["sample_id"].str.startswith("published_rl-").all()
+    # every model's novelty, the published one's too, is judged against the one train split, named
+    ref = sun["novelty_reference"].unique()
+    n_train = len(pd.read_parquet(workdir / "results/demo/data/train.parquet"))
+    assert list(ref) == [f"train split, {n_train} curated rows of demo:aflow_prototypes ({n_train})"], ref

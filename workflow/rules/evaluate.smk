@@ -34,6 +34,7 @@ rule sun_table:
     input:
         evals=EVALS,
         train_tokens=tokens("train"),
+        train=rules.curate.output.train,
     output:
         table=f"{R}/sun_by_spacegroup.csv",
     resources:

@@ -18,9 +18,11 @@ reason in `rejected`, stage "curate"):
    (ltol 0.2, stol 0.3, angle 5 deg, volume scaled) compares structures in id
    order; one matching an earlier-kept structure is rejected as its duplicate.
 
-Split: `u = blake2b(f"{seed}:{id}")` mapped to [0, 1); train if u < 0.8, val if
-u < 0.9, else test. A row's split depends only on its id and the seed, so adding or
-removing rows never moves another row between splits.
+Split: the source's own where it has one (`data.split_by`: the authors' Alex-20
+train/val/test files, or a `split` column), so that novelty is judged against what a
+published model was trained on. Otherwise `u = blake2b(f"{seed}:{id}")` mapped to
+[0, 1); train if u < 0.8, val if u < 0.9, else test. A row's split depends only on its
+id and the seed, so adding or removing rows never moves another row between splits.
 """
 from __future__ import annotations
 
@@ -74,6 +76,23 @@ def split_of(rid: str, seed: int = 42, split: tuple[float, float, float] = (0.8,
     return SPLITS[int(np.searchsorted(edges, u, side="right"))]
 
 
+def split_method(split_by: str, source_splits: list) -> str:
+    """"source" or "hash": how `data.split_by` splits rows whose sources give `source_splits`."""
+    given = [x for x in source_splits if x is not None]
+    bad = sorted({x for x in given if x not in SPLITS})
+    if bad:
+        raise ValueError(f"data.split_by: the source's split column holds {bad}; expected {list(SPLITS)}")
+    if split_by == "hash" or (split_by == "auto" and len(given) < len(source_splits)):
+        if split_by == "auto" and given:
+            log.warning("curate: %d of %d rows carry a source split and the others not: splitting all by hash",
+                        len(given), len(source_splits))
+        return "hash"
+    if len(given) < len(source_splits):
+        raise ValueError(f"data.split_by is 'source' but {len(source_splits) - len(given)} of "
+                         f"{len(source_splits)} rows have no split (files named train/val/test, or a split column)")
+    return "source"
+
+
 def _check_split(split) -> tuple[float, float, float]:
     try:
         fr = tuple(float(x) for x in split)
@@ -119,7 +138,7 @@ def check_row(row: Row, f: Filters) -> tuple[dict | None, str | None]:
                       f"do not fit data.n_max {f.n_max} (need < n_max)")
     return {"id": row.id, "source": row.source, "cif": s.to(fmt="cif"),
             "formula": s.composition.reduced_formula, "n_atoms": n, "spacegroup": int(sg),
-            "e_above_hull": float(e) if e is not None else math.nan}, None
+            "e_above_hull": float(e) if e is not None else math.nan, "split": row.split}, None
 
 
 def _process_chunk(rows: list[Row], f: Filters) -> tuple[list[dict], list[tuple]]:
@@ -218,7 +237,7 @@ def _mp_context():
 
 def curate(rows: Iterable[Row], *, max_atoms: int = 20, e_hull_max: float = 0.1, n_max: int = 21,
            split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42, dedupe: bool = True,
-           processes: int = 1, chunk_size: int = 64,
+           split_by: str = "auto", processes: int = 1, chunk_size: int = 64,
            logger: logging.Logger | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
     """Curate raw `rows` (see module docstring) -> ({"train","val","test"}: frames, rejected).
 
@@ -277,8 +296,12 @@ def curate(rows: Iterable[Row], *, max_atoms: int = 20, e_hull_max: float = 0.1,
         if pool is not None:
             pool.shutdown()
 
-    for rec in kept:
-        rec["split"] = split_of(rec["id"], seed, fr)
+    how = split_method(split_by, [rec["split"] for rec in kept])
+    if how == "hash":
+        for rec in kept:
+            rec["split"] = split_of(rec["id"], seed, fr)
+    lg.info("curate: split %s", "as the source gives it (its train/val/test files or split column)"
+            if how == "source" else f"by a seeded hash of the id (seed {seed}, fractions {list(fr)})")
     df = _frame(kept, OUTPUT_COLUMNS).sort_values("id", ignore_index=True)
     splits = {name: df[df["split"] == name].reset_index(drop=True) for name in SPLITS}
     rej = _frame([dict(zip(REJECTED_COLUMNS, r)) for r in rejected], REJECTED_COLUMNS)

@@ -45,13 +45,25 @@ class Row(NamedTuple):
     """One raw input structure, before parsing.
 
     `structure` is CIF text, a `Structure.as_dict()` dict (or its `str()`), or a
-    pymatgen `Structure`; `loc` names the file and row/member for error messages.
+    pymatgen `Structure`; `loc` names the file and row/member for error messages;
+    `split` is the source's own split ("train", "val", "test") where it has one.
     """
     id: str
     source: str
     structure: Any
     e_above_hull: float
     loc: str
+    split: str | None = None
+
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_of_file(path: Path) -> str | None:
+    """The split a file name says (`train.csv`, `val.csv.gz`, `alex20_test.csv`), or None."""
+    stem = path.name.split(".")[0].lower()
+    hits = [s for s in SPLIT_NAMES if stem == s or stem.endswith(("_" + s, "-" + s))]
+    return hits[0] if len(hits) == 1 else None
 
 
 def expand_paths(path: str | os.PathLike | Iterable, patterns: tuple[str, ...] = ("*",)) -> list[Path]:
@@ -120,17 +132,20 @@ def read_csv_rows(path, kind: str = "alex20_csv", chunksize: int = CSV_CHUNK_ROW
                 id_col = _pick(chunk.columns, ID_COLUMNS)
                 s_col = _pick(chunk.columns, STRUCTURE_COLUMNS)
                 e_col = _pick(chunk.columns, ("e_above_hull",))
+                split_col = _pick(chunk.columns, ("split",))
                 if s_col is None:
                     raise ValueError(f"{f}: no structure column; expected one of "
                                      f"{list(STRUCTURE_COLUMNS)}, found {list(chunk.columns)}")
             ids = chunk[id_col].tolist() if id_col else [None] * len(chunk)
             structs = chunk[s_col].tolist()
             ehull = chunk[e_col].tolist() if e_col else [math.nan] * len(chunk)
-            for k, (rid, s, e) in enumerate(zip(ids, structs, ehull)):
+            splits = (chunk[split_col].str.strip().str.lower().tolist() if split_col
+                      else [split_of_file(f)] * len(chunk))
+            for k, (rid, s, e, sp) in enumerate(zip(ids, structs, ehull, splits)):
                 r = first + k
                 rid = str(rid) if rid not in (None, "") else f"{f.name}#{r}"
                 # row numbers are 0-based data rows (the header is not counted)
-                yield Row(rid, source, s, _float_or_nan(e), f"{f.name} row {r}")
+                yield Row(rid, source, s, _float_or_nan(e), f"{f.name} row {r}", sp or None)
             first += len(chunk)
 
 

@@ -19,7 +19,7 @@ def run(inputs, outputs, params, log, threads=1) -> None:
         rows = itertools.islice(rows, data["limit"])  # quick runs on the first rows
     splits, rejected = curate(rows, max_atoms=data["max_atoms"], e_hull_max=data["e_hull_max"],
                               n_max=int(params["n_max"]), split=tuple(data["split"]), seed=data["seed"],
-                              dedupe=data["dedupe"], processes=threads, logger=log)
+                              dedupe=data["dedupe"], split_by=data["split_by"], processes=threads, logger=log)
     counts = {name: len(splits[name]) for name in SPLITS}
     if not all(counts.values()):
         for reason, n in common_reasons(rejected["reason"]):

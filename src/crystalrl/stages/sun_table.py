@@ -1,7 +1,8 @@
 """Stage `sun_table`: eval Parquets -> the S.U.N. table (CSV), a row per (model, set, space group).
 
 inputs: evals (eval/{model}/{set}.parquet), train_tokens (the training space-group
-distribution); outputs: table. The `per_sg` set gives per-space-group rows and a total
+distribution), train (the curated train split: the novelty reference, named in the
+table's `novelty_reference` column); outputs: table. The `per_sg` set gives per-space-group rows and a total
 re-weighted by the training distribution; the `dist` set (groups already drawn from it)
 gives the pooled total, the paper's headline S.U.N. rate.
 """
@@ -26,6 +27,14 @@ def read_evals(paths) -> dict[str, dict[str, pd.DataFrame]]:
     return out
 
 
+def novelty_reference(train_path) -> str:
+    """What "novel" was judged against: the curated train split and where its rows came from."""
+    if not train_path:
+        return "the curated train split"
+    src = pd.read_parquet(train_path, columns=["source"])["source"].value_counts()
+    return f"train split, {int(src.sum())} curated rows of " + ", ".join(f"{k} ({v})" for k, v in src.items())
+
+
 def run(inputs, outputs, params, log, threads=1) -> None:
     g = pd.read_parquet(inputs.train_tokens, columns=["G"])["G"].astype(int)
     weights = (g.value_counts() / len(g)).to_dict()
@@ -38,5 +47,6 @@ def run(inputs, outputs, params, log, threads=1) -> None:
         t.insert(1, "set", set_name)
         parts.append(t)
     table = pd.concat(parts, ignore_index=True)
+    table["novelty_reference"] = novelty_reference(getattr(inputs, "train", None))
     write_text_atomic(table.to_csv(index=False), outputs.table)
     log.info("S.U.N. table: %d rows -> %s", len(table), outputs.table)
