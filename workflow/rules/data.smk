@@ -23,7 +23,7 @@ if config["data"]["urls"]:
 
 
 rule curate:
-    """Parse, filter (e_hull, atoms, n_max), deduplicate and split 80/10/10 by id hash."""
+    """Parse, filter (e_hull, atoms, n_max), deduplicate and split (the source's own, else 80/10/10 by id hash)."""
     input:
         source=[config["data"]["path"]] if config["data"]["path"] else [],
     output:
