@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from functools import partial
-from http.server import HTTPServer, SimpleHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, HTTPServer, SimpleHTTPRequestHandler
 
 import pytest
 
@@ -160,3 +160,59 @@ def test_file_names_drop_query_and_decode_escapes(tmp_path):
     assert download_into(tmp_path / "raw", [src.as_uri()]) == [tmp_path / "raw" / "a b.bin"]
     with pytest.raises(ValueError, match="same file name"):
         download_into(tmp_path / "raw2", [src.as_uri(), src.as_uri() + "?again"])
+
+
+class _RangeHandler(BaseHTTPRequestHandler):
+    """PAYLOAD with HTTP Range support; the first response is cut after `cut_after` bytes."""
+    cut_after: int | None = None
+    served: list = []
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        cls = type(self)
+        start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+        body = PAYLOAD[start:]
+        self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        n = len(body) if cls.cut_after is None else min(len(body), cls.cut_after)
+        self.wfile.write(body[:n])
+        cls.served.append((start, n))
+        if n < len(body):  # a dropped connection mid-transfer
+            cls.cut_after = None
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def range_server():
+    handler = type("R", (_RangeHandler,), {"cut_after": 120_000, "served": []})
+    httpd = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/data.bin", handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_cut_transfer_resumes_where_it_stopped(range_server, tmp_path):
+    """Issue 25: a broken multi-GB transfer restarted from zero. The retry asks for the rest only."""
+    url, handler = range_server
+    dest = download(url, tmp_path / "data.bin", sha256=SHA, retries=2)
+    assert dest.read_bytes() == PAYLOAD and not (tmp_path / "data.bin.part").exists()
+    (s0, n0), (s1, n1) = handler.served
+    assert (s0, n0) == (0, 120_000) and 0 < s1 <= 120_000 and s1 + n1 == len(PAYLOAD)  # the rest only
+
+
+def test_a_failed_run_leaves_the_part_for_the_next_run(range_server, tmp_path):
+    url, handler = range_server
+    with pytest.raises(DownloadError, match="the next run resumes it"):
+        download(url, tmp_path / "data.bin", sha256=SHA, retries=0)
+    kept = (tmp_path / "data.bin.part").stat().st_size
+    assert kept > 0 and not (tmp_path / "data.bin").exists()
+    download(url, tmp_path / "data.bin", sha256=SHA, retries=0)  # a later run
+    assert (tmp_path / "data.bin").read_bytes() == PAYLOAD and handler.served[-1][0] == kept

@@ -46,22 +46,31 @@ def sha256sum(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _fetch_once(url: str, tmp: Path, timeout: float) -> None:
-    """Stream one attempt of `url` into `tmp`; raise on any failure."""
+def _fetch_once(url: str, part: Path, timeout: float, log_=None) -> None:
+    """One attempt at `url` into `part`, continuing a partial file with an HTTP Range request
+    (a server without ranges answers 200: start over); raise on any failure, keeping `part`."""
     scheme = urllib.parse.urlparse(url).scheme
     if scheme == "file":
         # urllib resolves file:// portably (percent-escapes, host part)
-        with urllib.request.urlopen(url, timeout=timeout) as src, open(tmp, "wb") as dst:
+        with urllib.request.urlopen(url, timeout=timeout) as src, open(part, "wb") as dst:
             shutil.copyfileobj(src, dst, _CHUNK)
         return
     import requests  # here, not at the top: the config check imports this module while Snakemake parses
 
     if scheme not in ("http", "https"):
         raise DownloadError(f"unsupported URL scheme {scheme!r} in {url} (use http, https or file)")
-    with requests.get(url, stream=True, timeout=timeout) as r:
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with requests.get(url, stream=True, timeout=timeout, headers=headers) as r:
+        if have and r.status_code == 416:  # nothing left to send: the partial file is whole
+            return
         r.raise_for_status()
-        with open(tmp, "wb") as dst:
-            for block in r.iter_content(_CHUNK):
+        resumed = have and r.status_code == 206
+        if have:
+            (log_ or log).info("%s: %s at byte %d", url, "resuming" if resumed else "server ignores Range; starting over",
+                               have)
+        with open(part, "ab" if resumed else "wb") as dst:
+            for block in r.iter_content(1 << 16):  # small blocks: a cut loses at most 64 KiB
                 dst.write(block)
 
 
@@ -80,11 +89,12 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     """Download `url` to `dest` and return `dest`.
 
     Skips the transfer when `dest` already exists and (if `sha256` is given) has
-    that checksum. Streams to a temp file beside `dest` and renames it into place
-    only when complete and verified. Retries `retries` times after the first try
-    on connection errors, timeouts and HTTP 5xx, sleeping `backoff ** attempt`
-    seconds in between. A checksum mismatch raises `DownloadError` naming the URL
-    and both hashes, and leaves no file behind.
+    that checksum. Streams to `dest.part` and renames it into place only when complete
+    and verified. Retries `retries` times after the first try on connection errors,
+    timeouts and HTTP 5xx, sleeping `backoff ** attempt` seconds in between; each retry,
+    and a later run, continues the partial file with an HTTP Range request, so a cut
+    multi-GB transfer does not start from zero. A checksum mismatch raises
+    `DownloadError` naming the URL and both hashes, and leaves no file behind.
     """
     dest = Path(dest)
     if dest.is_dir() or dest.name in ("", ".", ".."):
@@ -100,19 +110,20 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
         log.warning("%s exists but its sha256 %s != expected %s; downloading again",
                     dest, have, sha256)
 
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")  # kept across attempts and runs: the next one resumes it
     last: BaseException | None = None
     for attempt in range(retries + 1):
         try:
+            _fetch_once(url, part, timeout)
+            got = sha256sum(part)
+            if sha256 is not None and got != sha256.lower():
+                part.unlink()
+                raise DownloadError(f"sha256 mismatch for {url}: expected {sha256.lower()}, got {got}; "
+                                    f"the download was discarded")
             with atomic_path(dest) as tmp:
-                _fetch_once(url, tmp, timeout)
-                if sha256 is not None:
-                    got = sha256sum(tmp)
-                    if got != sha256.lower():
-                        # raising inside atomic_path removes the temp file
-                        raise DownloadError(
-                            f"sha256 mismatch for {url}: expected {sha256.lower()}, got {got}; "
-                            f"the download was discarded")
-            log.info("downloaded %s -> %s", url, dest)
+                os.replace(part, tmp)
+            log.info("downloaded %s -> %s (sha256 %s)", url, dest, got)
             return dest
         except DownloadError:
             raise
@@ -121,10 +132,11 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
             if not _retryable(exc) or attempt == retries:
                 break
             wait = backoff ** attempt
-            log.warning("download of %s failed (%s); retry %d/%d in %.1f s",
-                        url, exc, attempt + 1, retries, wait)
+            log.warning("download of %s failed (%s); retry %d/%d in %.1f s (resuming from byte %d)",
+                        url, exc, attempt + 1, retries, wait, part.stat().st_size if part.exists() else 0)
             time.sleep(wait)
-    raise DownloadError(f"could not download {url} after {attempt + 1} attempt(s): {last}") from last
+    raise DownloadError(f"could not download {url} after {attempt + 1} attempt(s): {last}; the part fetched so "
+                        f"far is kept in {part} and the next run resumes it") from last
 
 
 def file_name_of(url: str) -> str:
