@@ -216,3 +216,27 @@ def test_a_failed_run_leaves_the_part_for_the_next_run(range_server, tmp_path):
     assert kept > 0 and not (tmp_path / "data.bin").exists()
     download(url, tmp_path / "data.bin", sha256=SHA, retries=0)  # a later run
     assert (tmp_path / "data.bin").read_bytes() == PAYLOAD and handler.served[-1][0] == kept
+
+
+def test_the_inputs_lock_pins_the_first_download_and_stops_a_changed_file(server, tmp_path):
+    """Issue 25: nothing was pinned by default, a file already present was trusted blindly, and
+    `resolve/main` can change under a finished run. The lock records the first download's sha256
+    and checks every later one, in any work dir, and every file already present."""
+    import yaml
+
+    from crystalrl.data.lock import LockMismatch
+    base, _ = server()
+    url, lock = f"{base}/data.bin", tmp_path / "config" / "inputs.lock"
+    download(url, tmp_path / "a" / "data.bin", lock=lock)
+    entry = yaml.safe_load(lock.read_text())[url]
+    assert entry["sha256"] == SHA and entry["size"] == len(PAYLOAD) and entry["revision"]  # the server's ETag
+    download(url, tmp_path / "b" / "data.bin", lock=lock)  # another work dir: the same bytes pass
+    changed = PAYLOAD + b"changed upstream\n"
+    (tmp_path / "www" / "data.bin").write_bytes(changed)
+    with pytest.raises(DownloadError) as err:
+        download(url, tmp_path / "c" / "data.bin", lock=lock)
+    assert SHA in str(err.value) and hashlib.sha256(changed).hexdigest() in str(err.value)
+    assert not (tmp_path / "c" / "data.bin").exists() and not (tmp_path / "c" / "data.bin.part").exists()
+    (tmp_path / "a" / "data.bin").write_bytes(b"edited in place")
+    with pytest.raises(LockMismatch, match=SHA):
+        download(url, tmp_path / "a" / "data.bin", lock=lock)

@@ -11,6 +11,7 @@ if config["data"]["urls"]:
         params:
             urls=config["data"]["urls"],
             sha256=config["data"]["sha256"],
+            lock=config["inputs_lock"],
         log:
             f"{LOGS}/download_data.log",
         benchmark:

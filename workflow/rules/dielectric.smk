@@ -12,6 +12,7 @@ if config["dielectric"]["enabled"] and config["dielectric"]["url"]:
         params:
             urls=[config["dielectric"]["url"]],
             sha256={os.path.basename(config["dielectric"]["data"]): config["dielectric"]["sha256"]},
+            lock=config["inputs_lock"],
         log:
             f"{LOGS}/download_dielectric.log",
         benchmark:

@@ -10,6 +10,7 @@ if config["hull"]["reference"] == "alexandria":
         params:
             urls=[config["hull"]["url"]],
             sha256={os.path.basename(config["hull"]["path"]): config["hull"]["sha256"]} if config["hull"]["sha256"] else {},
+            lock=config["inputs_lock"],
         log:
             f"{LOGS}/download_hull.log",
         benchmark:

@@ -16,6 +16,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from crystalrl.data.lock import LockMismatch, pin
 from crystalrl.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -46,15 +47,16 @@ def sha256sum(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _fetch_once(url: str, part: Path, timeout: float, log_=None) -> None:
+def _fetch_once(url: str, part: Path, timeout: float, log_=None) -> str | None:
     """One attempt at `url` into `part`, continuing a partial file with an HTTP Range request
-    (a server without ranges answers 200: start over); raise on any failure, keeping `part`."""
+    (a server without ranges answers 200: start over); raise on any failure, keeping `part`.
+    Returns the revision the server names (Hugging Face's X-Repo-Commit, else the ETag or Last-Modified)."""
     scheme = urllib.parse.urlparse(url).scheme
     if scheme == "file":
         # urllib resolves file:// portably (percent-escapes, host part)
         with urllib.request.urlopen(url, timeout=timeout) as src, open(part, "wb") as dst:
             shutil.copyfileobj(src, dst, _CHUNK)
-        return
+        return None
     import requests  # here, not at the top: the config check imports this module while Snakemake parses
 
     if scheme not in ("http", "https"):
@@ -62,8 +64,9 @@ def _fetch_once(url: str, part: Path, timeout: float, log_=None) -> None:
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
     with requests.get(url, stream=True, timeout=timeout, headers=headers) as r:
+        revision = r.headers.get("X-Repo-Commit") or r.headers.get("ETag") or r.headers.get("Last-Modified")
         if have and r.status_code == 416:  # nothing left to send: the partial file is whole
-            return
+            return revision
         r.raise_for_status()
         resumed = have and r.status_code == 206
         if have:
@@ -72,6 +75,7 @@ def _fetch_once(url: str, part: Path, timeout: float, log_=None) -> None:
         with open(part, "ab" if resumed else "wb") as dst:
             for block in r.iter_content(1 << 16):  # small blocks: a cut loses at most 64 KiB
                 dst.write(block)
+    return revision
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -84,7 +88,7 @@ def _retryable(exc: BaseException) -> bool:
                             requests.exceptions.ChunkedEncodingError))
 
 
-def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
+def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None, lock: str | os.PathLike | None = None,
              retries: int = 3, timeout: float = 60, backoff: float = 2.0) -> Path:
     """Download `url` to `dest` and return `dest`.
 
@@ -100,10 +104,12 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     if dest.is_dir() or dest.name in ("", ".", ".."):
         raise DownloadError(f"cannot download {url} to {dest}: that is a folder, not a file name")
     if dest.exists():
-        if sha256 is None:
-            log.info("%s exists; skipping download of %s", dest, url)
-            return dest
         have = sha256sum(dest)
+        if sha256 is None:  # never trusted blindly: the lock knows what it was
+            if lock is not None:
+                pin(lock, url, dest, have, log=log)
+            log.info("%s exists (sha256 %s); skipping download of %s", dest, have, url)
+            return dest
         if have == sha256.lower():
             log.info("%s exists with the expected sha256; skipping download", dest)
             return dest
@@ -115,12 +121,18 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     last: BaseException | None = None
     for attempt in range(retries + 1):
         try:
-            _fetch_once(url, part, timeout)
+            revision = _fetch_once(url, part, timeout)
             got = sha256sum(part)
             if sha256 is not None and got != sha256.lower():
                 part.unlink()
                 raise DownloadError(f"sha256 mismatch for {url}: expected {sha256.lower()}, got {got}; "
                                     f"the download was discarded")
+            if lock is not None:
+                try:
+                    pin(lock, url, part, got, revision=revision, log=log)
+                except LockMismatch as exc:
+                    part.unlink()
+                    raise DownloadError(str(exc)) from None
             with atomic_path(dest) as tmp:
                 os.replace(part, tmp)
             log.info("downloaded %s -> %s (sha256 %s)", url, dest, got)
@@ -151,7 +163,7 @@ def file_name_of(url: str) -> str:
 
 
 def download_into(folder: str | os.PathLike, urls: list[str],
-                  sha256: dict[str, str] | None = None) -> list[Path]:
+                  sha256: dict[str, str] | None = None, lock: str | os.PathLike | None = None) -> list[Path]:
     """Download every URL into `folder` (file name: `file_name_of(url)`), each checked
     against `sha256[file name]` when given. Returns the files, in URL order."""
     sha256 = dict(sha256 or {})
@@ -162,4 +174,4 @@ def download_into(folder: str | os.PathLike, urls: list[str],
     unknown = sorted(set(sha256) - set(names))
     if unknown:
         raise ValueError(f"sha256 given for {unknown}, which no URL downloads (files: {names})")
-    return [download(url, Path(folder) / name, sha256=sha256.get(name)) for url, name in zip(urls, names)]
+    return [download(url, Path(folder) / name, sha256=sha256.get(name), lock=lock) for url, name in zip(urls, names)]
