@@ -368,3 +368,38 @@ def test_large_chemical_systems_use_the_linear_program(mp_hull):
     assert time.perf_counter() - t < 10 and status == ["ok"] and np.isfinite(e_hull).all()
     assert isinstance(mp_hull.phase_diagram(big), LinearHull)
     assert isinstance(mp_hull.phase_diagram(big[:MAX_PD_ELEMENTS]), PhaseDiagram)
+
+
+def test_alexandria_layout_through_prepare_hull_and_the_lazy_table(tmp_path, mp_bundled):
+    """Issue 25: the file in the layout of convex_hull_pbe_2023.12.29.json.bz2, {"entries":
+    [ComputedStructureEntry.as_dict(), ...]} written with pymatgen's own serialisation, goes
+    through the `prepare_hull` stage; the table it writes loads by chemical system on demand
+    and places structures exactly as the json.bz2 itself."""
+    from pymatgen.entries.computed_entries import ComputedStructureEntry
+
+    from crystalrl.stages import run_stage
+    rng = np.random.default_rng(0)
+    entries = []
+    for k, v in mp_bundled.by_chemsys.items():
+        for e in v:
+            species = [el.symbol for el, n in e.composition.items() for _ in range(int(n))]
+            s = Structure(Lattice.cubic(3.0 * len(species) ** (1 / 3)), species, rng.random((len(species), 3)))
+            entries.append(ComputedStructureEntry(s, float(e.energy), parameters={"run_type": "GGA"},
+                                                  data={"mat_id": f"agm{len(entries):09d}", "e_above_hull": 0.0},
+                                                  entry_id=f"agm{len(entries):09d}").as_dict())
+    path = tmp_path / "convex_hull_pbe_2023.12.29.json.bz2"
+    with bz2.open(path, "wt") as fh:
+        json.dump({"entries": entries}, fh)
+    table = tmp_path / "hull" / "reference.parquet"
+    run_stage("prepare_hull", dict(source=str(path)), dict(table=str(table)),
+              dict(hull={"reference": "alexandria", "path": str(path)}), log=tmp_path / "prepare.log")
+    direct, lazy = load_reference(path), load_reference(table)
+    assert len(lazy) == len(direct) == len(entries) and lazy.elements == direct.elements
+    assert not lazy.by_chemsys._built  # nothing built at load
+    q = [PDEntry(Composition(f), en) for f, en in (("Li2O", -14.0), ("NaCl", -7.0), ("Fe2O3", -38.0),
+                                                    ("LiFeO2", -25.0), ("Og", 0.0))]
+    a, sa = direct.e_above_hull(q)
+    b, sb = lazy.e_above_hull(q)
+    np.testing.assert_allclose(b, a, atol=1e-9)
+    assert sa == sb and "missing reference for elements: Og" in sb[-1]
+    assert 0 < len(lazy.by_chemsys._built) < len(lazy.by_chemsys)  # only the systems asked for

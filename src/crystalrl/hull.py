@@ -274,21 +274,26 @@ class HullReference:
     """
 
     def __init__(self, entries: Iterable[PDEntry], energy_kind: EnergyKind = "total",
-                 name: str = "reference", elemental_refs: Mapping[str, float] | None = None):
+                 name: str = "reference", elemental_refs: Mapping[str, float] | None = None,
+                 by_chemsys: Mapping[frozenset[str], list[PDEntry]] | None = None):
         self.energy_kind = energy_kind
         self.name = name
         self.elemental_refs = dict(elemental_refs) if elemental_refs else None
         if self.elemental_refs is not None and energy_kind != "formation":
             raise ValueError("elemental_refs belong to a formation-energy reference")
-        self.by_chemsys: dict[frozenset[str], list[PDEntry]] = defaultdict(list)
-        for e in entries:
-            key = frozenset(el.symbol for el in e.composition.elements)
-            self.by_chemsys[key].append(e)
+        if by_chemsys is not None:  # already indexed (a table read lazily: `_read_table`)
+            self.by_chemsys = by_chemsys
+        else:
+            self.by_chemsys = defaultdict(list)
+            for e in entries:
+                key = frozenset(el.symbol for el in e.composition.elements)
+                self.by_chemsys[key].append(e)
         self.elements = {el for k in self.by_chemsys if len(k) == 1 for el in k}
         self._pd_cache: dict[tuple[str, ...], PhaseDiagram | str] = {}
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self.by_chemsys.values())
+        sizes = getattr(self.by_chemsys, "sizes", None)
+        return sum(sizes.values()) if sizes else sum(len(v) for v in self.by_chemsys.values())
 
     def __repr__(self) -> str:
         refs = f", {len(self.elemental_refs)} elemental references" if self.elemental_refs else ""
@@ -304,10 +309,10 @@ class HullReference:
         """
         from .io import write_parquet_atomic
 
-        rows = [(str(getattr(e, "entry_id", None) or e.name), e.composition.formula, float(e.energy), "entry")
-                for v in self.by_chemsys.values() for e in v]
-        rows += [(f"{el} reference", el, mu, "elemental_ref") for el, mu in (self.elemental_refs or {}).items()]
-        df = pd.DataFrame(rows, columns=["name", "formula", "energy", "role"])
+        rows = [(str(getattr(e, "entry_id", None) or e.name), e.composition.formula, float(e.energy), "entry",
+                 "-".join(sorted(k))) for k, v in self.by_chemsys.items() for e in v]
+        rows += [(f"{el} reference", el, mu, "elemental_ref", el) for el, mu in (self.elemental_refs or {}).items()]
+        df = pd.DataFrame(rows, columns=["name", "formula", "energy", "role", "chemsys"])
         df["energy_kind"] = self.energy_kind
         write_parquet_atomic(df, path)
 
@@ -475,8 +480,44 @@ def formation_reference(path: str | os.PathLike,
     return HullReference(kept + zero, "formation", path.name, elemental_refs=mu)
 
 
+class _TableGroups(Mapping):
+    """chemical system -> its PDEntries, built from a table's rows the first time a job asks
+    for that system. A job places samples in a few hundred systems; building all of
+    Alexandria's entries (hundreds of thousands of Compositions) took it minutes."""
+
+    def __init__(self, names, formulas, energies, chemsys):
+        self._cols = (np.asarray(names, dtype=object), np.asarray(formulas, dtype=object),
+                      np.asarray(energies, dtype=np.float64))
+        codes, uniques = pd.factorize(pd.Series(chemsys, dtype=object), sort=False)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+        self._rows = {frozenset(u.split("-")): order[bounds[i]:bounds[i + 1]] for i, u in enumerate(uniques)}
+        self.sizes = {k: len(v) for k, v in self._rows.items()}
+        self._built: dict = {}
+
+    def __getitem__(self, key):
+        if key not in self._built:
+            from pymatgen.analysis.phase_diagram import PDEntry
+            from pymatgen.core import Composition
+
+            names, formulas, energies = self._cols
+            idx = self._rows[key]  # KeyError for a system with no entries, as a dict would
+            self._built[key] = [PDEntry(Composition(formulas[i]), float(energies[i]), name=str(names[i])) for i in idx]
+        return self._built[key]
+
+    def __iter__(self):
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, key) -> bool:
+        return key in self._rows
+
+
 def _read_table(path: Path) -> HullReference:
-    from pymatgen.analysis.phase_diagram import PDEntry
+    """A table written by `HullReference.to_parquet`: read as columns and indexed by chemical
+    system; entries are built per system when asked for (`_TableGroups`)."""
     from pymatgen.core import Composition
 
     df = pd.read_parquet(path)
@@ -484,10 +525,12 @@ def _read_table(path: Path) -> HullReference:
     role = df["role"] if "role" in df else pd.Series("entry", index=df.index)
     ent = df[role == "entry"]
     refs = df[role == "elemental_ref"]
-    entries = [PDEntry(Composition(f), float(en), name=str(nm))
-               for nm, f, en in zip(ent["name"], ent["formula"], ent["energy"])]
+    chemsys = (ent["chemsys"] if "chemsys" in ent else  # tables written before the column existed
+               ent["formula"].map(lambda f: "-".join(sorted(el.symbol for el in Composition(f).elements))))
+    groups = _TableGroups(ent["name"].to_numpy(), ent["formula"].to_numpy(), ent["energy"].to_numpy(),
+                          chemsys.to_numpy())
     mu = dict(zip(refs["formula"], refs["energy"].astype(float))) if len(refs) else None
-    return HullReference(entries, kind, path.name, elemental_refs=mu)
+    return HullReference((), kind, path.name, elemental_refs=mu, by_chemsys=groups)
 
 
 def load_reference(spec: str | os.PathLike, *, elemental_entries: str | os.PathLike | None = None,
