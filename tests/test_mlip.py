@@ -67,7 +67,7 @@ def test_config_is_strict_and_check_config_names_keys(chgnet, tmp_path, monkeypa
     assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(MLIPConfig))
     assert MLIPConfig.schema_keys() == {f.name for f in dataclasses.fields(MLIPConfig)}
     assert load_mlip(mlip_config(backend="chgnet")) is chgnet is get_mlip("CHGNet", device="cpu")
-    with pytest.raises(ConfigError, match="'mlip.weights'.*did you mean 'weights_path'"):
+    with pytest.raises(ConfigError, match="'mlip.weights'.*did you mean 'weights_(path|url)'"):
         MLIPConfig.from_dict({"backend": "chgnet", "weights": "x"})
     with pytest.raises(ConfigError, match="unknown backend 'chgent' \\(did you mean 'chgnet'"):
         MLIPConfig.from_dict({"backend": "chgent"})
@@ -208,7 +208,7 @@ def test_orb_from_local_weights(orb_weights, shared_data, model, n):
 
 def test_orb_unknown_model_is_clear():
     with pytest.raises(ValueError, match="unknown Orb model 'orb-v9'"):
-        get_mlip("orb", model="orb-v9", weights_path="/nonexistent.ckpt")
+        get_mlip("orb", model="orb-v9")
 
 
 def tiny_mace(path) -> None:
@@ -274,3 +274,60 @@ def test_user_calculator_as_reward_mlip(chgnet, shared_data):
     e_ref, _ = e_hull_as_generated(s + [None], chgnet, hull)
     np.testing.assert_allclose(-reward.extras["e_hull"], -e_ref, atol=1e-4)
     assert reward.valid.sum() >= 3 and reward.reward[-1] == -10.0
+
+
+@pytest.mark.slow
+def test_orb_weights_are_fetched_once_and_the_gpu_stage_runs_with_the_network_cut(tmp_path, shared_data, monkeypatch):
+    """Issue 25: Orb downloaded its weights inside every relax, evaluate and PPO job, which fails
+    on compute nodes without internet. The local rule's stage fetches them (here from a local
+    server standing in for orb-models' bucket: a random-weight orb-v2 saved as the real files
+    are), pins them in the inputs lock, and the evaluate stage then scores with no network at all."""
+    import socket
+    import threading
+    from functools import partial
+    from http.server import HTTPServer, SimpleHTTPRequestHandler
+
+    import torch
+    import yaml
+    from orb_models.forcefield.pretrained import orb_v2_architecture
+
+    from crystalrl.mlip.orb import OrbMLIP
+    from crystalrl.stages import run_stage
+
+    assert OrbMLIP.weights_url("orb-v2").startswith("https://orbitalmaterials-public-models")
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    torch.manual_seed(0)
+    torch.save(orb_v2_architecture(device="cpu").state_dict(), hub / "orb-v2-20241011.ckpt")
+    httpd = HTTPServer(("127.0.0.1", 0), partial(type("Q", (SimpleHTTPRequestHandler,), {
+        "log_message": lambda *a: None}), directory=str(hub)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/orb-v2-20241011.ckpt"
+    mlip = {"backend": "orb", "model": "orb-v2", "weights_url": url, "device": "cpu", "batch_size": 4}
+    weights, lock = tmp_path / "resources" / "mlip" / "orb-orb-v2.weights", tmp_path / "config" / "inputs.lock"
+    try:
+        run_stage("fetch_mlip", {}, {"weights": str(weights)}, {"mlip": mlip, "lock": str(lock)},
+                  log=tmp_path / "fetch.log")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert yaml.safe_load(lock.read_text())[url]["size"] == weights.stat().st_size
+
+    def no_network(self, address):
+        raise OSError(f"network is cut in this test (tried {address})")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    from pymatgen.core import Lattice, Structure
+    nacl = Structure(Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    samples = pd.DataFrame({"sample_id": ["a", "b"], "G": [225, 225], "cif": [nacl.to(fmt="cif")] * 2, "seconds": 0.1})
+    samples.to_parquet(tmp_path / "samples.parquet")
+    samples.assign(id=["t0", "t1"], formula="NaCl", spacegroup=225).to_parquet(tmp_path / "train.parquet")
+    run_stage("evaluate", dict(samples=tmp_path / "samples.parquet", train=tmp_path / "train.parquet", hull=[],
+                               mlip_weights=[str(weights)]),
+              dict(eval=tmp_path / "eval.parquet"),
+              dict(evaluate={}, mlip={**mlip, "weights_path": str(weights)}, hull={"reference": "mp_bundled", "path": None}),
+              log=tmp_path / "evaluate.log")
+    out = pd.read_parquet(tmp_path / "eval.parquet")
+    assert np.isfinite(out["e_hull"]).all()  # random weights: some energy, from the local file alone
+    with pytest.raises(FileNotFoundError, match="fetch_mlip_weights"):
+        from crystalrl.mlip import MLIPConfig, load_mlip
+        load_mlip(MLIPConfig.from_dict({**mlip, "weights_path": str(tmp_path / "missing.weights")}))

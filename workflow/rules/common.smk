@@ -5,6 +5,7 @@ from crystalrl.checks import check_config, is_remote_checkpoint
 from crystalrl.config import ConfigError, ppo_run_config, validate_config
 from crystalrl.devices import runtime_env
 from crystalrl.hull import HullConfig
+from crystalrl.mlip.backends import weights_file as mlip_weights_file
 from crystalrl.stages import SAMPLE_SETS
 
 validate_config(config)
@@ -102,6 +103,21 @@ ALL_TARGETS = [
     f"{R}/sun_by_spacegroup.csv",
     f"{R}/figures/sun_per_spacegroup.png",
 ] + ([f"{R}/figures/dielectric_pareto.png"] if DIELECTRIC_RUNS else [])
+
+
+# MLIP weights that the backend would download in every GPU job are fetched once, on the
+# submitting host, by the local rule fetch_mlip_weights; the jobs read them from resources/.
+MLIP_WEIGHTS = mlip_weights_file(config["mlip"])
+
+
+def mlip_params():
+    """The `mlip` section the jobs load their MLIP from: with the fetched weights file."""
+    return dict(config["mlip"], weights_path=MLIP_WEIGHTS) if MLIP_WEIGHTS else config["mlip"]
+
+
+def mlip_input():
+    """The MLIP weights file of the jobs (rule inputs), if the workflow fetches one."""
+    return [MLIP_WEIGHTS] if MLIP_WEIGHTS else []
 
 
 # The Alexandria hull (json.bz2, minutes to parse) is converted once to this table (rule prepare_hull).

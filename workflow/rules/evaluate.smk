@@ -5,13 +5,14 @@ rule evaluate:
     """Per-sample validity, e_hull (MLIP + MP2020 + hull), stable, unique, novel, S.U.N."""
     input:
         hull=hull_input(),
+        mlip_weights=mlip_input(),
         samples=rules.sample.output.samples,
         train=rules.curate.output.train,
     output:
         eval=f"{R}/eval/{{model}}/{{set}}.parquet",
     params:
         evaluate={k: v for k, v in config["evaluate"].items() if k != "models"},
-        mlip=config["mlip"],
+        mlip=mlip_params(),
         hull=hull_params(),
     threads: rule_threads("evaluate")
     resources:

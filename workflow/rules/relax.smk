@@ -41,16 +41,38 @@ if config["hull"]["reference"] == "alexandria":
             "../scripts/prepare_hull.py"
 
 
+if MLIP_WEIGHTS:
+
+    rule fetch_mlip_weights:
+        """The MLIP's weights (Orb, MACE, MatterSim), once, so that GPU jobs never download."""
+        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
+        output:
+            weights=MLIP_WEIGHTS,
+        params:
+            mlip=config["mlip"],
+            lock=config["inputs_lock"],
+        log:
+            f"{LOGS}/fetch_mlip_weights.log",
+        benchmark:
+            f"{BENCH}/fetch_mlip_weights.tsv"
+        conda:
+            f"{ENVS}/mlip.yaml"
+        retries: 2
+        script:
+            "../scripts/fetch_mlip.py"
+
+
 rule relax_chunk:
     """FIRE + FrechetCellFilter relaxation of one chunk; failures are marked, not fatal."""
     input:
         hull=hull_input(),
+        mlip_weights=mlip_input(),
         samples=rules.sample.output.samples,
     output:
         chunk=temp(f"{R}/relax/{{model}}/{{set}}/chunk_{{chunk}}.parquet"),
     params:
         relax=config["relax"],
-        mlip=config["mlip"],
+        mlip=mlip_params(),
         hull=hull_params(),
         chunk=lambda w: int(w.chunk),
     threads: rule_threads("mlip")

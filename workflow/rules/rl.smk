@@ -52,6 +52,7 @@ rule ppo:
     """PPO fine-tuning with a reward (Eq. 1): reward - beta KL(policy || start model)."""
     input:
         hull=hull_input(),
+        mlip_weights=mlip_input(),
         start_model=ppo_start_model,
         train_tokens=tokens("train"),
         dielectric=lambda w: (
@@ -63,7 +64,7 @@ rule ppo:
         metrics=f"{R}/metrics/ppo_{{name}}.parquet",
     params:
         ppo=ppo_params,
-        mlip=config["mlip"],
+        mlip=mlip_params(),
         hull=hull_params(),
         ckpt_dir=lambda w: f"{R}/checkpoints/ppo_{w.name}",
     threads: rule_threads("train")

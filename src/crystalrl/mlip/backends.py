@@ -18,16 +18,19 @@ class Backend:
     imports: tuple[str, ...]  # top-level packages that must import
     install: str             # what to run when they are missing
     needs_weights: bool      # no offline default: `weights_path` (or a downloadable `model`) is required
+    downloads: bool = False  # the loader would download weights: the workflow fetches them beforehand
 
 
 BACKENDS: dict[str, Backend] = {
     "chgnet": Backend("chgnet:CHGNetMLIP", ("chgnet",), "pip install 'crystalrl[mlip]'", False),
-    "orb": Backend("orb:OrbMLIP", ("orb_models",), "pip install 'crystalrl[mlip]'", False),
+    "orb": Backend("orb:OrbMLIP", ("orb_models",), "pip install 'crystalrl[mlip]'", False, downloads=True),
     "sevennet": Backend("sevennet:SevenNetMLIP", ("sevenn",), "pip install 'crystalrl[mlip]'", False),
     "mace": Backend("mace:MACEMLIP", ("mace", "e3nn", "torch_ema"),
-                    "pip install 'crystalrl[mlip,mace]' && pip install --no-deps mace-torch==0.3.16", True),
+                    "pip install 'crystalrl[mlip,mace]' && pip install --no-deps mace-torch==0.3.16", True,
+                    downloads=True),
     "mattersim": Backend("mattersim:MatterSimMLIP", ("mattersim", "loguru", "torch_runstats"),
-                         "pip install 'crystalrl[mlip,mattersim]' && pip install --no-deps mattersim==1.2.3", False),
+                         "pip install 'crystalrl[mlip,mattersim]' && pip install --no-deps mattersim==1.2.3", False,
+                         downloads=True),
 }
 
 
@@ -39,3 +42,13 @@ def missing_packages(backend: str) -> list[str]:
 def backend_class(backend: str):
     module, _, cls = BACKENDS[backend].cls.partition(":")
     return getattr(importlib.import_module(f"crystalrl.mlip.{module}"), cls)
+
+
+def weights_file(section: dict) -> str | None:
+    """Where the workflow keeps the downloaded weights of an `mlip` section (resources/mlip/...),
+    or None when none are downloaded (weights in a wheel, a local weights_path, a factory).
+    Decided from names alone: the workflow calls it while Snakemake parses."""
+    backend = section.get("backend") or "orb"
+    if section.get("weights_path") or backend not in BACKENDS or not BACKENDS[backend].downloads:
+        return None
+    return f"resources/mlip/{backend}-{section.get('model') or 'default'}.weights"

@@ -20,6 +20,7 @@ class MLIPConfig(SectionConfig):
 
     backend: chgnet, orb, sevennet, mace, mattersim, or `module:factory` (an ASE calculator);
     model: the backend's model name (None: its default); weights_path: a local weights file;
+    weights_url: where the workflow downloads them from (None: the backend's own URL);
     device: cpu, cuda[:i] or auto; batch_size: structures per model call for single points;
     mp2020_corrected: None = the backend's own declaration; options: more loader keywords.
     """
@@ -29,6 +30,7 @@ class MLIPConfig(SectionConfig):
     backend: str
     model: str | None
     weights_path: str | None
+    weights_url: str | None
     device: str
     batch_size: int
     mp2020_corrected: bool | None
@@ -56,7 +58,14 @@ def resolve_device(device: str | None) -> str:
 
 
 def load_mlip(cfg: MLIPConfig):
-    """The MLIP of `cfg`, loaded once per process (models take seconds to load and GBs of memory)."""
+    """The MLIP of `cfg`, loaded once per process (models take seconds to load and GBs of memory).
+
+    A `weights_path` that is not there fails at once, naming the rule that fetches it: GPU
+    jobs never download weights (compute nodes often have no internet)."""
+    if cfg.weights_path and not Path(cfg.weights_path).exists():
+        raise FileNotFoundError(
+            f"MLIP weights {cfg.weights_path} are missing; the local rule fetch_mlip_weights downloads them on "
+            f"the submitting host (snakemake --forcerun {cfg.weights_path}), or set mlip.weights_path to a local file")
     return _load(cfg.backend, cfg.model, cfg.weights_path, resolve_device(cfg.device), cfg.mp2020_corrected,
                  json.dumps(cfg.options, sort_keys=True))
 

@@ -32,6 +32,16 @@ from .base import ALL_PROPERTIES, BatchedMLIP
 class MACEMLIP(BatchedMLIP):
     """A MACE model file; `default_dtype` "float64" (as MACE recommends for relaxation) or "float32"."""
 
+    @staticmethod
+    def weights_url(model: str | None) -> str:
+        """The URL of a MACE-MP foundation model by its mace-torch name ("small", "medium-0b2", ...)."""
+        from mace.calculators.foundations_models import mace_mp_urls
+
+        if model not in mace_mp_urls:
+            raise ValueError(f"config key 'mlip.model': {model!r} is not a MACE-MP model ({', '.join(mace_mp_urls)}); "
+                             "give a local file as mlip.weights_path")
+        return mace_mp_urls[model]
+
     mp2020_corrected = False
 
     def __init__(self, model: str | None = None, weights_path: str | None = None, device: str = "cpu",

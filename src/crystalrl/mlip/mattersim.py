@@ -26,6 +26,13 @@ from .base import ALL_PROPERTIES, BatchedMLIP
 class MatterSimMLIP(BatchedMLIP):
     mp2020_corrected = False
 
+    @staticmethod
+    def weights_url(model: str | None) -> str:
+        """The URL MatterSim's own loader downloads a named checkpoint from (`download_checkpoint`)."""
+        name = model or "mattersim-v1.0.0-1M"
+        return "https://raw.githubusercontent.com/microsoft/mattersim/main/pretrained_models/" + (
+            name if name.endswith(".pth") else f"{name}.pth")
+
     def __init__(self, model: str | None = None, weights_path: str | None = None, device: str = "cpu"):
         from mattersim.datasets.utils.convertor import GraphConvertor
         from mattersim.forcefield.potential import Potential

@@ -29,6 +29,18 @@ def orb_model_names() -> list[str]:
 class OrbMLIP(BatchedMLIP):
     """An Orb model by its orb-models name ("orb-v2", "orb-v3-conservative-inf-mpa", ...)."""
 
+    @staticmethod
+    def weights_url(model: str | None) -> str:
+        """The URL orb-models itself downloads `model`'s weights from (its loader's default)."""
+        import inspect
+
+        from orb_models.forcefield.pretrained import ORB_PRETRAINED_MODELS
+
+        model = model or "orb-v2"
+        if model not in ORB_PRETRAINED_MODELS:
+            raise ValueError(f"unknown Orb model {model!r}; known: {orb_model_names()}")
+        return inspect.signature(ORB_PRETRAINED_MODELS[model]).parameters["weights_path"].default
+
     def __init__(self, model: str | None = None, weights_path: str | None = None,
                  device: str = "cpu", precision: str = "float32-high", compile: bool | None = None):
         from orb_models.forcefield.pretrained import ORB_PRETRAINED_MODELS

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -95,9 +96,17 @@ def main(stage: str, snakemake) -> None:
         raise
 
 
+#: Model hubs the libraries would otherwise reach for at load time. Jobs that run models read
+#: every file from resources/ (local download rules fetched them on the submitting host).
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
 def _run(stage, inputs, outputs, params, log, threads, resources) -> None:
-    """The stage in this process, on the devices its job must use."""
+    """The stage in this process, on the devices its job must use, with the model hubs offline."""
     uses = USES.get(stage, set())
+    if uses:
+        for k, v in OFFLINE.items():
+            os.environ.setdefault(k, v)
     if uses >= {"jax", "torch"}:
         apply_memory_policy()  # before JAX starts
     check_devices(stage, uses, resources)

@@ -29,8 +29,9 @@ def build_reward(name: str, params: dict, dielectric_dirs=None, *, clip: float):
 
 def reward_key(reward: str, params: dict, inputs) -> dict:
     """What the reward reads besides the samples, for the run's identity (`run_ppo`'s `run_key`):
-    its settings and the content digests of its input files (hull, dielectric models)."""
-    files = _as_list(getattr(inputs, "hull", None)) + _as_list(getattr(inputs, "dielectric", None))
+    its settings and the content digests of its input files (hull, dielectric models, MLIP weights)."""
+    files = (_as_list(getattr(inputs, "hull", None)) + _as_list(getattr(inputs, "dielectric", None))
+             + _as_list(getattr(inputs, "mlip_weights", None)))
     key = dict(reward=reward, files=digest_files(*files) if files else None)
     if reward == "ehull":  # where the MLIP runs and in what batches does not change what it computes
         key.update(mlip={k: v for k, v in params["mlip"].items() if k not in ("device", "batch_size")},
