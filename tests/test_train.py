@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pandas as pd
@@ -238,7 +239,8 @@ def test_dropout_draws_new_masks_each_step(alex, tmp_path):
     rest = jax.device_put(rest, NamedSharding(mesh, P()))
     batch = jax.device_put({k: v[:BS].astype(np.float32 if k in ("L", "XYZ") else np.int32)
                             for k, v in tr.items()}, NamedSharding(mesh, P("data")))
-    losses = [float(train_step(state, rest, batch, np.int32(t))[1]["loss"]) for t in (0, 1, 0)]
+    copy = lambda: jax.tree.map(jnp.copy, state)  # noqa: E731 - the step donates (updates in place) its state
+    losses = [float(train_step(copy(), rest, batch, np.int32(t))[1]["loss"]) for t in (0, 1, 0)]
     assert losses[0] == losses[2]  # same key, same mask
     assert losses[0] != losses[1]  # dropout is on in training
 
