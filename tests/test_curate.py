@@ -171,6 +171,40 @@ def test_duplicates_removed_keeping_first_by_id(small_rows):
     assert len(_all(splits)) == 8
 
 
+def test_shards_give_the_rows_of_one_unsharded_run(tmp_path, small_rows):
+    """Issue 25: curation in shards (bounded memory per job) keeps and rejects exactly what one
+    job does, structural duplicates across shards included (each copy below lands elsewhere)."""
+    from crystalrl.data.curate import shard_of
+    rows = small_rows[:60]
+    copies = []
+    for i, orig in enumerate(rows[:5]):
+        s = parse_structure(orig.structure)
+        copies += [orig._replace(id=f"copy-{i}-{j}", structure=_rotated_translated(s).to(fmt="cif"), loc=f"copy {i}/{j}")
+                   for j in range(3)]
+        copies.append(orig._replace(loc=f"same id {i}"))
+    src = tmp_path / "src"
+    src.mkdir()
+    allrows = rows + copies
+    pd.DataFrame({"material_id": [r.id for r in allrows], "cif": [r.structure for r in allrows]}).to_csv(
+        src / "rows.csv", index=False)
+    assert len({shard_of(r.id, 4) for r in copies}) > 1
+    data = {"source": "mp20_csv", "path": str(src), "n_shards": 4}
+    one = {k: tmp_path / "one" / f"{k}.parquet" for k in ("train", "val", "test", "rejected")}
+    run_stage("curate", {}, one, dict(data={**data, "n_shards": 1}, n_max=21))
+    shards = {k: [str(tmp_path / "shards" / f"{k}_{i}.parquet") for i in range(4)] for k in ("kept", "rejected")}
+    for i in range(4):
+        run_stage("curate_shard", {}, {k: shards[k][i] for k in shards}, dict(data=data, n_max=21, shard=i))
+    assert all(len(pd.read_parquet(p)) < len(rows) for p in shards["kept"])  # each job holds its share only
+    sharded = {k: tmp_path / "sharded" / f"{k}.parquet" for k in one}
+    run_stage("curate", shards, sharded, dict(data=data, n_max=21), log=tmp_path / "merge.log")
+    for k in ("train", "val", "test"):
+        a, b = (pd.read_parquet(x[k]).sort_values("id", ignore_index=True) for x in (one, sharded))
+        pd.testing.assert_frame_equal(a, b, obj=k)
+    ra, rb = (pd.read_parquet(x["rejected"]).sort_values(["id", "reason"], ignore_index=True) for x in (one, sharded))
+    pd.testing.assert_frame_equal(ra, rb)
+    assert (ra["reason"].str.contains("structural duplicate")).sum() == 15 and ra["reason"].str.contains("duplicate id").sum() == 5
+
+
 # ---------------------------------------------------------------- bad input
 CORRUPTIONS = {
     "no_cell_a": lambda t: re.sub(r"_cell_length_a.*\n", "", t),

@@ -37,7 +37,7 @@ CONFIG = ["--configfile", "config/demo.yaml", "extra.yaml"]
 KNOBS = {"CRYSTALRL_NODE_CPUS": "2", "CRYSTALRL_NODE_MEM_MB": "20000", "CRYSTALRL_MEM_SCALE": "0.25"}
 GPU_RULES = {"pretrain", "sample", "relax_chunk", "sft", "ppo", "evaluate"}
 # rule -> (CPUs, MB) each job of the reduced demo must ask for under KNOBS
-EXPECTED = {"curate": (2, 4000), "tokenize": (2, 4000), "pretrain": (2, 8000), "sample": (2, 4000),
+EXPECTED = {"curate_shard": (2, 4000), "curate": (2, 4000), "tokenize": (2, 4000), "pretrain": (2, 8000), "sample": (2, 4000),
             "relax_chunk": (1, 4000), "merge_relax": (1, 1000), "sft_data": (1, 1000), "sft": (2, 8000),
             "ppo": (2, 8000), "evaluate": (2, 4000), "sun_table": (1, 1000), "report": (1, 1000)}
 LOCAL_RULES = {"all", "sun_table_default_run"}

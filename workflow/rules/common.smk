@@ -33,11 +33,17 @@ N_CHUNKS = config["relax"]["n_chunks"]
 SAMPLE_SEED_OFFSET = {"dist": 0, "per_sg": 1, "sft_pool": 2}
 
 
+# What a curate shard job reads: the parsing keys only, so that a change of the split or of
+# deduplication reruns the merge (rule curate), not the parsing of every shard.
+CURATE_PARSE = {k: v for k, v in config["data"].items() if k not in ("split", "split_by", "seed", "dedupe")}
+
+
 wildcard_constraints:
     model=r"base|sft|ppo_[A-Za-z0-9_]+|published_[A-Za-z0-9_]+",
     set=r"dist|per_sg|sft_pool",
     split=r"train|val|test|sft_train",
     chunk=r"\d+",
+    shard=r"\d+",
     name=r"[A-Za-z0-9_]+",
 
 

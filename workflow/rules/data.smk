@@ -23,10 +23,35 @@ if config["data"]["urls"]:
             "../scripts/download.py"
 
 
-rule curate:
-    """Parse, filter (e_hull, atoms, n_max), deduplicate and split (the source's own, else 80/10/10 by id hash)."""
+rule curate_shard:
+    """Parse and filter (e_hull, atoms, n_max) the rows of one shard of the source (a hash of the id)."""
     input:
         source=[config["data"]["path"]] if config["data"]["path"] else [],
+    output:
+        kept=f"{R}/data/shards/kept_{{shard}}.parquet",
+        rejected=f"{R}/data/shards/rejected_{{shard}}.parquet",
+    params:
+        data=CURATE_PARSE,
+        n_max=config["model"]["n_max"],
+        shard=lambda w: int(w.shard),
+    threads: rule_threads("curate")
+    resources:
+        **rule_resources("curate"),
+    log:
+        f"{LOGS}/curate_shard_{{shard}}.log",
+    benchmark:
+        f"{BENCH}/curate_shard_{{shard}}.tsv"
+    conda:
+        f"{ENVS}/data.yaml"
+    script:
+        "../scripts/curate_shard.py"
+
+
+rule curate:
+    """Structural duplicates removed across all shards, then the split (the source's own, else 80/10/10 by id hash)."""
+    input:
+        kept=expand(rules.curate_shard.output.kept, shard=range(config["data"]["n_shards"])),
+        rejected=expand(rules.curate_shard.output.rejected, shard=range(config["data"]["n_shards"])),
     output:
         train=f"{R}/data/train.parquet",
         val=f"{R}/data/val.parquet",
@@ -34,10 +59,9 @@ rule curate:
         rejected=f"{R}/data/rejected.parquet",
     params:
         data=config["data"],
-        n_max=config["model"]["n_max"],
     threads: rule_threads("curate")
     resources:
-        **rule_resources("curate"),
+        **rule_resources("curate_merge"),
     log:
         f"{LOGS}/curate.log",
     benchmark:

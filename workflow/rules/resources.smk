@@ -21,6 +21,7 @@ CLUSTER = ClusterSettings.from_env(os.environ)
 # rule or None, checkpoints and requeues at a time limit)
 RULE_NEEDS = {
     "curate": (16000, 240, None, False),
+    "curate_merge": (16000, 120, None, False),
     "tokenize": (16000, 240, None, False),
     "prepare_hull": (32000, 120, None, False),
     "pretrain": (32000, 2880, "pretrain", True),

@@ -235,30 +235,34 @@ def _mp_context():
     return ctx
 
 
-def curate(rows: Iterable[Row], *, max_atoms: int = 20, e_hull_max: float = 0.1, n_max: int = 21,
-           split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42, dedupe: bool = True,
-           split_by: str = "auto", processes: int = 1, chunk_size: int = 64,
-           logger: logging.Logger | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
-    """Curate raw `rows` (see module docstring) -> ({"train","val","test"}: frames, rejected).
+def shard_of(rid: str, n_shards: int) -> int:
+    """The curation shard of a row id (a hash of the id alone, so every copy of an id meets in one shard)."""
+    return int(hash_uniform(rid, "shard") * n_shards)
 
-    Each split frame has the columns of `OUTPUT_COLUMNS`, sorted by id; `rejected`
-    has `id, source, stage, reason`. `processes > 1` parses in that many worker
-    processes, `chunk_size` rows per task.
+
+def parse_rows(rows: Iterable[Row], *, max_atoms: int = 20, e_hull_max: float = 0.1, n_max: int = 21,
+               shard: int = 0, n_shards: int = 1, processes: int = 1, chunk_size: int = 64,
+               logger: logging.Logger | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rules 1-6 on the rows of shard `shard` of `n_shards` -> (kept, rejected), kept sorted by id.
+
+    Streams `rows` and keeps in memory only this shard's records, so a shard job's
+    memory is about 1/n_shards of the data set's. Duplicate ids all fall into one
+    shard (`shard_of`), where the first row with an id is kept, as unsharded.
     """
     lg = logger or log
-    fr = _check_split(split)
     f = Filters(int(max_atoms), float(e_hull_max), int(n_max))
     processes = max(1, int(processes))
     pool = ProcessPoolExecutor(processes, mp_context=_mp_context()) if processes > 1 else None
     kept: list[dict] = []
     rejected: list[tuple] = []
     seen: set[str] = set()
-    t0, n_rows = time.time(), 0
+    t0, n_mine = time.time(), 0
 
     def unique_chunks():
-        nonlocal n_rows
-        for chunk in _chunks(rows, chunk_size):
-            n_rows += len(chunk)
+        nonlocal n_mine
+        mine = (r for r in rows if n_shards == 1 or shard_of(r.id, n_shards) == shard)
+        for chunk in _chunks(mine, chunk_size):
+            n_mine += len(chunk)
             fresh = []
             for r in chunk:
                 if r.id in seen:
@@ -274,36 +278,86 @@ def curate(rows: Iterable[Row], *, max_atoms: int = 20, e_hull_max: float = 0.1,
             kept.extend(k)
             rejected.extend(rj)
             if i % 50 == 49:
-                lg.info("curate: %d rows read, %d kept, %d rejected (%.0f rows/s)",
-                        n_rows, len(kept), len(rejected), n_rows / max(time.time() - t0, 1e-9))
-        lg.info("curate: parsed %d rows in %.1f s: %d pass the filters, %d rejected",
-                n_rows, time.time() - t0, len(kept), len(rejected))
-
-        if dedupe:
-            groups: dict[tuple, list[dict]] = defaultdict(list)
-            for rec in kept:
-                groups[(rec["formula"], rec["spacegroup"])].append(rec)
-            multi = [sorted(g, key=lambda r: r["id"]) for g in groups.values() if len(g) > 1]
-            n_dup_before = len(rejected)
-            for rj in _ordered_map(_dedupe_groups, ((c,) for c in _chunks(multi, 64)),
-                                   pool, 2 * processes):
-                rejected.extend(rj)
-            dup_ids = {r[0] for r in rejected[n_dup_before:]}
-            kept = [r for r in kept if r["id"] not in dup_ids]
-            lg.info("curate: %d structural duplicates removed (%d formula/space-group groups "
-                    "with more than one member)", len(dup_ids), len(multi))
+                lg.info("curate: shard %d/%d: %d rows, %d kept, %d rejected (%.0f rows/s)", shard, n_shards,
+                        n_mine, len(kept), len(rejected), n_mine / max(time.time() - t0, 1e-9))
     finally:
         if pool is not None:
             pool.shutdown()
+    lg.info("curate: shard %d/%d: parsed %d rows in %.1f s: %d pass the filters, %d rejected",
+            shard, n_shards, n_mine, time.time() - t0, len(kept), len(rejected))
+    return (_frame(kept, OUTPUT_COLUMNS).sort_values("id", ignore_index=True),
+            _frame([dict(zip(REJECTED_COLUMNS, r)) for r in rejected], REJECTED_COLUMNS))
 
-    how = split_method(split_by, [rec["split"] for rec in kept])
+
+def structural_duplicates(index: pd.DataFrame, cifs_of: Callable[[set[str]], pd.DataFrame], *,
+                          processes: int = 1, logger: logging.Logger | None = None) -> pd.DataFrame:
+    """Rule 7 over every shard at once -> the rejected rows (structural duplicates).
+
+    `index` holds id, source, formula, spacegroup of every kept row (small: no structures);
+    `cifs_of(ids)` returns those rows with their `cif`: only rows whose formula and space
+    group occur more than once are ever loaded.
+    """
+    lg = logger or log
+    counts = index.groupby(["formula", "spacegroup"])["id"].transform("size")
+    need = set(index.loc[counts > 1, "id"])
+    if not need:
+        lg.info("curate: no formula/space-group group has more than one member")
+        return _frame([], REJECTED_COLUMNS)
+    rows = cifs_of(need)
+    groups = [sorted(g.to_dict("records"), key=lambda r: r["id"]) for _, g in rows.groupby(["formula", "spacegroup"])]
+    processes = max(1, int(processes))
+    pool = ProcessPoolExecutor(processes, mp_context=_mp_context()) if processes > 1 else None
+    rejected: list[tuple] = []
+    try:
+        for rj in _ordered_map(_dedupe_groups, ((c,) for c in _chunks(groups, 64)), pool, 2 * processes):
+            rejected.extend(rj)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    lg.info("curate: %d structural duplicates removed (%d formula/space-group groups with more than one member)",
+            len(rejected), len(groups))
+    return _frame([dict(zip(REJECTED_COLUMNS, r)) for r in rejected], REJECTED_COLUMNS)
+
+
+def source_splits(kept: pd.DataFrame) -> list:
+    """The source's split of every kept row (None where the source gives none)."""
+    return [None if pd.isna(x) else str(x) for x in kept["split"]]
+
+
+def assign_splits(kept: pd.DataFrame, how: str, *, split=(0.8, 0.1, 0.1), seed: int = 42) -> pd.DataFrame:
+    """`kept` with its `split` column set: the source's (`how` "source") or the id hash's."""
     if how == "hash":
-        for rec in kept:
-            rec["split"] = split_of(rec["id"], seed, fr)
+        fr = _check_split(split)
+        kept = kept.assign(split=pd.array([split_of(rid, seed, fr) for rid in kept["id"]], dtype="string"))
+    return kept
+
+
+def curate(rows: Iterable[Row], *, max_atoms: int = 20, e_hull_max: float = 0.1, n_max: int = 21,
+           split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 42, dedupe: bool = True,
+           split_by: str = "auto", processes: int = 1, chunk_size: int = 64,
+           logger: logging.Logger | None = None) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Curate raw `rows` in one piece (see module docstring) -> ({"train","val","test"}: frames, rejected).
+
+    The steps the workflow runs as shard jobs and a merge (`parse_rows`,
+    `structural_duplicates`, `assign_splits`), in one process: each split frame has the
+    columns of `OUTPUT_COLUMNS`, sorted by id; `rejected` has `id, source, stage, reason`.
+    `processes > 1` parses in that many worker processes, `chunk_size` rows per task.
+    """
+    lg = logger or log
+    _check_split(split)
+    kept, rejected = parse_rows(rows, max_atoms=max_atoms, e_hull_max=e_hull_max, n_max=n_max,
+                                processes=processes, chunk_size=chunk_size, logger=lg)
+    parts = [rejected]
+    if dedupe:
+        dups = structural_duplicates(kept[["id", "source", "formula", "spacegroup"]],
+                                     lambda ids: kept[kept["id"].isin(ids)], processes=processes, logger=lg)
+        kept = kept[~kept["id"].isin(set(dups["id"]))].reset_index(drop=True)
+        parts.append(dups)
+    how = split_method(split_by, source_splits(kept))
     lg.info("curate: split %s", "as the source gives it (its train/val/test files or split column)"
-            if how == "source" else f"by a seeded hash of the id (seed {seed}, fractions {list(fr)})")
-    df = _frame(kept, OUTPUT_COLUMNS).sort_values("id", ignore_index=True)
-    splits = {name: df[df["split"] == name].reset_index(drop=True) for name in SPLITS}
-    rej = _frame([dict(zip(REJECTED_COLUMNS, r)) for r in rejected], REJECTED_COLUMNS)
+            if how == "source" else f"by a seeded hash of the id (seed {seed}, fractions {list(split)})")
+    kept = assign_splits(kept, how, split=split, seed=seed)
+    splits = {name: kept[kept["split"] == name].reset_index(drop=True) for name in SPLITS}
+    rej = pd.concat(parts, ignore_index=True)
     lg.info("curate: %s; %d rejected", ", ".join(f"{k} {len(v)}" for k, v in splits.items()), len(rej))
     return splits, rej
