@@ -283,3 +283,22 @@ def test_tokenize_stage(tmp_path):
     assert tok["id"].tolist() == ["nacl"] and tok["G"].tolist() == [225]
     assert rej["id"].tolist() == ["bad"] and rej["source"].tolist() == ["demo"]
     assert "bad: cannot parse" in (tmp_path / "tokenize.log").read_text()
+
+
+def test_tokenize_stage_in_batches_writes_what_one_batch_does(tmp_path, monkeypatch):
+    """The stage streams its split (memory bounded by the batch, not the split): 3-row batches
+    give the same tokens and rejections, in order, as one batch."""
+    import crystalrl.stages.tokenize as stage
+    from crystalrl.stages import run_stage
+
+    cifs = [rocksalt(a).to(fmt="cif") for a in (5.0, 5.2, 5.4, 5.6)] + ["garbage"] + [rocksalt(5.8).to(fmt="cif")] * 3
+    pd.DataFrame({"id": [f"r{i}" for i in range(8)], "source": "demo", "cif": cifs}).to_parquet(tmp_path / "d.parquet")
+    out = {}
+    for rows in (100, 3):
+        monkeypatch.setattr(stage, "BATCH_ROWS", rows)
+        paths = dict(tokens=tmp_path / f"tok{rows}.parquet", rejected=tmp_path / f"rej{rows}.parquet")
+        run_stage("tokenize", dict(data=tmp_path / "d.parquet"), paths, dict(tokenize={}, n_max=21))
+        out[rows] = [pd.read_parquet(p) for p in paths.values()]
+    pd.testing.assert_frame_equal(out[3][0], out[100][0])
+    pd.testing.assert_frame_equal(out[3][1], out[100][1])
+    assert len(out[3][0]) == 7 and out[3][1]["id"].tolist() == ["r4"]
