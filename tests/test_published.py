@@ -294,3 +294,8 @@ def test_crafted_pickles_are_refused_within_bounded_memory(tmp_path, repo_root):
     assert "more than the largest parameter" in lines["reconstruct.pkl"]
     assert "not a plain numeric" in lines["object_dtype.pkl"]
     assert "sha256" in lines["pinned.pkl"] and "not unpickled" in lines["pinned.pkl"]
+
+
+def test_a_named_checkpoint_can_be_pinned_to_a_revision():
+    assert checkpoint_url("alex20", "3f2a9c1") == \
+        "https://huggingface.co/zdcao/CrystalFormer/resolve/3f2a9c1/alex20/PBE/epoch_005500.pkl"

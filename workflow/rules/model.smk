@@ -61,6 +61,7 @@ rule fetch_checkpoint:
     params:
         source=lambda w: PUBLISHED[w.name]["source"],
         sha256=lambda w: PUBLISHED[w.name]["sha256"],
+        revision=lambda w: PUBLISHED[w.name]["revision"],
         lock=config["inputs_lock"],
     log:
         f"{LOGS}/fetch_checkpoint_{{name}}.log",

@@ -17,13 +17,16 @@ PUBLISHED = {
 }
 
 
-def checkpoint_url(source: str) -> str:
+def checkpoint_url(source: str, revision: str | None = None) -> str:
     """The URL to download `source` from: a name of PUBLISHED, a URL or a local path.
 
     A Hugging Face page link (`.../blob/<rev>/...`) becomes its file link (`/resolve/`).
+    `revision` (a commit hash or tag of the Hugging Face repo) pins a PUBLISHED name's file;
+    without it the file is the repo's `main`, whose commit the inputs lock records.
     """
     if source in PUBLISHED:
-        return PUBLISHED[source]
+        url = PUBLISHED[source]
+        return url.replace("/resolve/main/", f"/resolve/{revision}/", 1) if revision else url
     scheme = urllib.parse.urlparse(source).scheme
     if scheme in ("http", "https", "file"):
         u = urllib.parse.urlparse(source)

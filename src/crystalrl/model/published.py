@@ -378,7 +378,7 @@ def read_checkpoint(path: str | os.PathLike, cfg: ModelConfig | None = None, *,
 
 
 # ---------------------------------------------------------------------- fetching
-def fetch_checkpoint(source: str, dest: str | os.PathLike, *, sha256: str | None = None,
+def fetch_checkpoint(source: str, dest: str | os.PathLike, *, sha256: str | None = None, revision: str | None = None,
                      lock: str | os.PathLike | None = None, retries: int = 3, timeout: float = 120) -> tuple[Path, str]:
     """Download (or copy) `source` to `dest` with retries and a checksum -> (dest, sha256).
 
@@ -387,7 +387,7 @@ def fetch_checkpoint(source: str, dest: str | os.PathLike, *, sha256: str | None
     so a run should say which bytes it trusted.
     """
     from crystalrl.data.download import download, sha256sum
-    path = download(checkpoint_url(source), dest, sha256=sha256, lock=lock, retries=retries, timeout=timeout)
+    path = download(checkpoint_url(source, revision), dest, sha256=sha256, lock=lock, retries=retries, timeout=timeout)
     return path, sha256sum(path)
 
 

@@ -9,5 +9,6 @@ from crystalrl.model.published import fetch_checkpoint
 
 
 def run(inputs, outputs, params, log, threads=1) -> None:
-    path, sha = fetch_checkpoint(params["source"], outputs.path, sha256=params["sha256"], lock=params.get("lock"))
+    path, sha = fetch_checkpoint(params["source"], outputs.path, sha256=params["sha256"],
+                                 revision=params.get("revision"), lock=params.get("lock"))
     log.info("%s -> %s (sha256 %s)", params["source"], path, sha)
