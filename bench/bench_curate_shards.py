@@ -4,7 +4,7 @@ A synthetic data set of `--rows` structures (default 100,000) is built from the 
 Alexandria CIFs by element substitution within periodic-table groups (as
 bench/bench_novelty.py builds its reference) and written as an Alex-20-style CSV. Each
 job below runs in a fresh process (the `curate_shard` stage, one core), and its peak RSS
-is the kernel's (ru_maxrss):
+is the kernel's (VmHWM of the job's own address space):
 
 - shard 0 of `--shards` over all rows (what each of the workflow's shard jobs does):
   it streams every row and parses its share;
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_novelty import build_reference  # noqa: E402
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from crystalrl.stages import run_stage
 csv, shard, n_shards, out, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 data = {"source": "alex20_csv", "path": csv, "n_shards": n_shards, "limit": limit or None}
@@ -45,7 +45,9 @@ run_stage("curate_shard", {}, {"kept": out + "/kept.parquet", "rejected": out + 
 wall = time.perf_counter() - t0
 import pandas as pd
 kept, rej = len(pd.read_parquet(out + "/kept.parquet")), len(pd.read_parquet(out + "/rejected.parquet"))
-print(json.dumps(dict(wall=wall, kept=kept, rejected=rej, peak_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+# VmHWM, not ru_maxrss: Linux carries the parent's peak into a forked child's ru_maxrss (across exec)
+hwm_kib = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1])
+print(json.dumps(dict(wall=wall, kept=kept, rejected=rej, peak_mib=hwm_kib / 1024)))
 """
 
 STREAM = r"""
