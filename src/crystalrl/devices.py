@@ -22,7 +22,7 @@ ENV_DEVICE = "CRYSTALRL_DEVICE"
 ENV_JAX_FRACTION = "CRYSTALRL_JAX_MEMORY_FRACTION"
 ENV_TORCH_FRACTION = "CRYSTALRL_TORCH_MEMORY_FRACTION"
 
-#: The GPU wheels of the pinned versions (README, "On a GPU").
+#: The GPU wheels of the pinned versions (docs/cluster.md).
 GPU_INSTALL = ("pip install 'jax[cuda12]==0.10.2' && pip install torch==2.13.0 "
                "--index-url https://download.pytorch.org/whl/cu126")
 
@@ -73,7 +73,7 @@ def check_devices(stage: str, uses: set[str], resources: Mapping, env: Mapping[s
         why = "runtime.device is cuda" if env.get(ENV_DEVICE) == "cuda" else "its Slurm job asked for a GPU"
         raise NoGPUError(
             f"stage {stage} must run on a GPU ({why}) but " + "; ".join(f"{k} runs on {v}" for k, v in missing.items())
-            + f". Install the GPU builds in the job's environment: {GPU_INSTALL} (README, 'On a GPU'). "
+            + f". Install the GPU builds in the job's environment: {GPU_INSTALL} (docs/cluster.md). "
             "To run on the CPU on purpose, set runtime.device: cpu.")
 
 

@@ -35,7 +35,7 @@ _UNUSABLE = ("down", "drain", "drained", "draining", "fail", "failing", "inval",
 # show a finished job by then, i.e. Slurm's MinJobAge has to be longer.
 PLUGIN_MAX_POLL_S = 180
 
-ENV_HELP = "see the README, 'On a SLURM cluster'"
+ENV_HELP = "see docs/cluster.md"
 
 
 # --------------------------------------------------------------------------- knobs

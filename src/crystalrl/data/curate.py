@@ -48,7 +48,7 @@ SPLITS = ("train", "val", "test")
 OUTPUT_COLUMNS = ["id", "source", "cif", "formula", "n_atoms", "spacegroup", "e_above_hull", "split"]
 REJECTED_COLUMNS = ["id", "source", "stage", "reason"]
 STAGE = "curate"
-SPACEGROUP_SYMPREC = 0.1   # the `spacegroup` column (contracts.md)
+SPACEGROUP_SYMPREC = 0.1   # the `spacegroup` column (docs/artifacts.md)
 WYCKOFF_SYMPREC = 0.01     # the tokenizer's symprec
 MIN_DISTANCE = 0.5         # A; closer atoms mean a broken structure
 

@@ -1,4 +1,4 @@
-"""Stage `sample`: a model directory -> samples/{model}/{set}.parquet (schema: docs/contracts.md).
+"""Stage `sample`: a model directory -> samples/{model}/{set}.parquet (schema: docs/artifacts.md).
 
 params: sample (this set's settings: n_samples, spacegroups, batch_size, temperature,
 top_p, seed, elements), model_name; inputs: model, train_tokens; outputs: samples.
