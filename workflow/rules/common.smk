@@ -13,11 +13,16 @@ validate_config(config)
 # runs (dry runs too), whatever results the work dir already holds.
 _problems = check_config(config)
 if _problems:
-    raise ConfigError("the configuration points to things that are not there:\n" + "\n".join(_problems))
+    raise ConfigError(
+        "the configuration points to things that are not there:\n"
+        + "\n".join(_problems)
+    )
 
 # Rule scripts inherit the environment: jobs share compiled JAX programs through this cache.
 if config["jax_cache_dir"]:
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.abspath(config["jax_cache_dir"]))
+    os.environ.setdefault(
+        "JAX_COMPILATION_CACHE_DIR", os.path.abspath(config["jax_cache_dir"])
+    )
 # ... and learn where they must run (crystalrl.devices): not params, so changing it reruns nothing.
 os.environ.update(runtime_env(config["runtime"]))
 
@@ -35,7 +40,11 @@ SAMPLE_SEED_OFFSET = {"dist": 0, "per_sg": 1, "sft_pool": 2}
 
 # What a curate shard job reads: the parsing keys only, so that a change of the split or of
 # deduplication reruns the merge (rule curate), not the parsing of every shard.
-CURATE_PARSE = {k: v for k, v in config["data"].items() if k not in ("split", "split_by", "seed", "dedupe")}
+CURATE_PARSE = {
+    k: v
+    for k, v in config["data"].items()
+    if k not in ("split", "split_by", "seed", "dedupe")
+}
 
 
 wildcard_constraints:
@@ -96,13 +105,19 @@ def dielectric_spacegroups(runs):
     groups = set()
     for n in runs:
         sg = ppo_run_config(config, n)["spacegroups"]
-        groups |= set(sg) if isinstance(sg, list) else set(config["sample"]["spacegroups"])
+        groups |= (
+            set(sg) if isinstance(sg, list) else set(config["sample"]["spacegroups"])
+        )
     return sorted(groups)
 
 
 # Fig. 6 compares the base model with the PPO runs rewarded by the dielectric FoM.
-DIELECTRIC_RUNS = [n for n in PPO_RUNS if ppo_run_config(config, n)["reward"] == "dielectric_fom"]
-DIELECTRIC_MODELS = ["base"] + [f"ppo_{n}" for n in DIELECTRIC_RUNS] if DIELECTRIC_RUNS else []
+DIELECTRIC_RUNS = [
+    n for n in PPO_RUNS if ppo_run_config(config, n)["reward"] == "dielectric_fom"
+]
+DIELECTRIC_MODELS = (
+    ["base"] + [f"ppo_{n}" for n in DIELECTRIC_RUNS] if DIELECTRIC_RUNS else []
+)
 DIELECTRIC_SPACEGROUPS = dielectric_spacegroups(DIELECTRIC_RUNS)
 
 ALL_TARGETS = [
@@ -118,7 +133,11 @@ MLIP_WEIGHTS = mlip_weights_file(config["mlip"])
 
 def mlip_params():
     """The `mlip` section the jobs load their MLIP from: with the fetched weights file."""
-    return dict(config["mlip"], weights_path=MLIP_WEIGHTS) if MLIP_WEIGHTS else config["mlip"]
+    return (
+        dict(config["mlip"], weights_path=MLIP_WEIGHTS)
+        if MLIP_WEIGHTS
+        else config["mlip"]
+    )
 
 
 def mlip_input():
@@ -134,7 +153,9 @@ def hull_params():
     """The `hull` section the jobs load their hull from: the converted table for Alexandria."""
     h = dict(config["hull"])
     if h["reference"] == "alexandria":
-        h.update(reference=HULL_TABLE, format="table", elemental_entries=None)  # the table holds them
+        h.update(
+            reference=HULL_TABLE, format="table", elemental_entries=None
+        )  # the table holds them
     return h
 
 

@@ -3,22 +3,22 @@
 
 if config["data"]["urls"]:
 
+    # Fetch the data source (e.g. HF alex-20 CSVs) with retries and checksums.
     rule download_data:
-        """Fetch the data source (e.g. HF alex-20 CSVs) with retries and checksums."""
-        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         output:
             path=directory(config["data"]["path"]),
-        params:
-            urls=config["data"]["urls"],
-            sha256=config["data"]["sha256"],
-            lock=config["inputs_lock"],
         log:
             f"{LOGS}/download_data.log",
         benchmark:
             f"{BENCH}/download_data.tsv"
+        retries: 2
+        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         conda:
             f"{ENVS}/data.yaml"
-        retries: 2
+        params:
+            urls=config["data"]["urls"],
+            sha256=config["data"]["sha256"],
+            lock=config["inputs_lock"],
         script:
             "../scripts/download.py"
 
@@ -30,19 +30,19 @@ rule curate_shard:
     output:
         kept=f"{R}/data/shards/kept_{{shard}}.parquet",
         rejected=f"{R}/data/shards/rejected_{{shard}}.parquet",
-    params:
-        data=CURATE_PARSE,
-        n_max=config["model"]["n_max"],
-        shard=lambda w: int(w.shard),
-    threads: rule_threads("curate")
-    resources:
-        **rule_resources("curate"),
     log:
         f"{LOGS}/curate_shard_{{shard}}.log",
     benchmark:
         f"{BENCH}/curate_shard_{{shard}}.tsv"
     conda:
         f"{ENVS}/data.yaml"
+    threads: rule_threads("curate")
+    resources:
+        **rule_resources("curate"),
+    params:
+        data=CURATE_PARSE,
+        n_max=config["model"]["n_max"],
+        shard=lambda w: int(w.shard),
     script:
         "../scripts/curate_shard.py"
 
@@ -50,24 +50,28 @@ rule curate_shard:
 rule curate:
     """Structural duplicates removed across all shards, then the split (the source's own, else 80/10/10 by id hash)."""
     input:
-        kept=expand(rules.curate_shard.output.kept, shard=range(config["data"]["n_shards"])),
-        rejected=expand(rules.curate_shard.output.rejected, shard=range(config["data"]["n_shards"])),
+        kept=expand(
+            rules.curate_shard.output.kept, shard=range(config["data"]["n_shards"])
+        ),
+        rejected=expand(
+            rules.curate_shard.output.rejected, shard=range(config["data"]["n_shards"])
+        ),
     output:
         train=f"{R}/data/train.parquet",
         val=f"{R}/data/val.parquet",
         test=f"{R}/data/test.parquet",
         rejected=f"{R}/data/rejected.parquet",
-    params:
-        data=config["data"],
-    threads: rule_threads("curate")
-    resources:
-        **rule_resources("curate_merge"),
     log:
         f"{LOGS}/curate.log",
     benchmark:
         f"{BENCH}/curate.tsv"
     conda:
         f"{ENVS}/data.yaml"
+    threads: rule_threads("curate")
+    resources:
+        **rule_resources("curate_merge"),
+    params:
+        data=config["data"],
     script:
         "../scripts/curate.py"
 
@@ -79,18 +83,17 @@ rule tokenize:
     output:
         tokens=f"{R}/data/tokens_{{split}}.parquet",
         rejected=f"{R}/data/tokens_rejected_{{split}}.parquet",
-    params:
-        tokenize=config["tokenize"],
-        n_max=config["model"]["n_max"],
-    threads: rule_threads("tokenize")
-    resources:
-        **rule_resources("tokenize"),
     log:
         f"{LOGS}/tokenize_{{split}}.log",
     benchmark:
         f"{BENCH}/tokenize_{{split}}.tsv"
     conda:
         f"{ENVS}/data.yaml"
+    threads: rule_threads("tokenize")
+    resources:
+        **rule_resources("tokenize"),
+    params:
+        tokenize=config["tokenize"],
+        n_max=config["model"]["n_max"],
     script:
         "../scripts/tokenize.py"
-

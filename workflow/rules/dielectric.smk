@@ -4,22 +4,26 @@ DIELECTRIC = f"{R}/models/dielectric"
 
 if config["dielectric"]["enabled"] and config["dielectric"]["url"]:
 
+    # Materials Project DFPT dielectric data (matminer `dielectric_constant`).
     rule download_dielectric:
-        """Materials Project DFPT dielectric data (matminer `dielectric_constant`)."""
-        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         output:
             path=config["dielectric"]["data"],
-        params:
-            urls=[config["dielectric"]["url"]],
-            sha256={os.path.basename(config["dielectric"]["data"]): config["dielectric"]["sha256"]},
-            lock=config["inputs_lock"],
         log:
             f"{LOGS}/download_dielectric.log",
         benchmark:
             f"{BENCH}/download_dielectric.tsv"
+        retries: 2
+        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         conda:
             f"{ENVS}/data.yaml"
-        retries: 2
+        params:
+            urls=[config["dielectric"]["url"]],
+            sha256={
+                os.path.basename(config["dielectric"]["data"]): config["dielectric"][
+                    "sha256"
+                ]
+            },
+            lock=config["inputs_lock"],
         script:
             "../scripts/download.py"
 
@@ -32,17 +36,17 @@ rule train_dielectric:
         eps_model=directory(f"{DIELECTRIC}/eps"),
         gap_model=directory(f"{DIELECTRIC}/gap"),
         metrics=f"{R}/metrics/dielectric.json",
-    params:
-        dielectric=config["dielectric"],
-    threads: rule_threads("train")
-    resources:
-        **rule_resources("train_dielectric"),
     log:
         f"{LOGS}/train_dielectric.log",
     benchmark:
         f"{BENCH}/train_dielectric.tsv"
     conda:
         f"{ENVS}/mlip.yaml"
+    threads: rule_threads("train")
+    resources:
+        **rule_resources("train_dielectric"),
+    params:
+        dielectric=config["dielectric"],
     script:
         "../scripts/train_dielectric.py"
 
@@ -56,17 +60,17 @@ rule predict_dielectric:
         gap_model=rules.train_dielectric.output.gap_model,
     output:
         preds=f"{R}/dielectric/{{model}}.parquet",
-    params:
-        spacegroups=DIELECTRIC_SPACEGROUPS,
-    threads: rule_threads("mlip")
-    resources:
-        **rule_resources("predict_dielectric"),
     log:
         f"{LOGS}/predict_dielectric_{{model}}.log",
     benchmark:
         f"{BENCH}/predict_dielectric_{{model}}.tsv"
     conda:
         f"{ENVS}/mlip.yaml"
+    threads: rule_threads("mlip")
+    resources:
+        **rule_resources("predict_dielectric"),
+    params:
+        spacegroups=DIELECTRIC_SPACEGROUPS,
     script:
         "../scripts/predict_dielectric.py"
 
@@ -76,19 +80,30 @@ rule report_dielectric:
     input:
         preds=expand(rules.predict_dielectric.output.preds, model=DIELECTRIC_MODELS),
     output:
-        scatter=report(f"{R}/figures/dielectric_pareto.png", caption="../report/dielectric.rst", category="Dielectric"),
-        ehull=report(f"{R}/figures/dielectric_ehull_hist.png", caption="../report/dielectric.rst", category="Dielectric"),
-        table=report(f"{R}/tables_dielectric/top_candidates.csv", caption="../report/dielectric.rst",
-                     category="Dielectric"),
-    params:
-        stable=config["evaluate"]["stable_threshold"],
-    resources:
-        **rule_resources("report_dielectric"),
+        scatter=report(
+            f"{R}/figures/dielectric_pareto.png",
+            caption="../report/dielectric.rst",
+            category="Dielectric",
+        ),
+        ehull=report(
+            f"{R}/figures/dielectric_ehull_hist.png",
+            caption="../report/dielectric.rst",
+            category="Dielectric",
+        ),
+        table=report(
+            f"{R}/tables_dielectric/top_candidates.csv",
+            caption="../report/dielectric.rst",
+            category="Dielectric",
+        ),
     log:
         f"{LOGS}/report_dielectric.log",
     benchmark:
         f"{BENCH}/report_dielectric.tsv"
     conda:
         f"{ENVS}/data.yaml"
+    resources:
+        **rule_resources("report_dielectric"),
+    params:
+        stable=config["evaluate"]["stable_threshold"],
     script:
         "../scripts/report_dielectric.py"

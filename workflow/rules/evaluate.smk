@@ -10,19 +10,19 @@ rule evaluate:
         train=rules.curate.output.train,
     output:
         eval=f"{R}/eval/{{model}}/{{set}}.parquet",
-    params:
-        evaluate={k: v for k, v in config["evaluate"].items() if k != "models"},
-        mlip=mlip_params(),
-        hull=hull_params(),
-    threads: rule_threads("evaluate")
-    resources:
-        **rule_resources("evaluate"),
     log:
         f"{LOGS}/evaluate_{{model}}_{{set}}.log",
     benchmark:
         f"{BENCH}/evaluate_{{model}}_{{set}}.tsv"
     conda:
         f"{ENVS}/mlip.yaml"
+    threads: rule_threads("evaluate")
+    resources:
+        **rule_resources("evaluate"),
+    params:
+        evaluate={k: v for k, v in config["evaluate"].items() if k != "models"},
+        mlip=mlip_params(),
+        hull=hull_params(),
     script:
         "../scripts/evaluate.py"
 
@@ -38,21 +38,20 @@ rule sun_table:
         train=rules.curate.output.train,
     output:
         table=f"{R}/sun_by_spacegroup.csv",
-    resources:
-        **rule_resources("sun_table"),
     log:
         f"{LOGS}/sun_table.log",
     benchmark:
         f"{BENCH}/sun_table.tsv"
     conda:
         f"{ENVS}/data.yaml"
+    resources:
+        **rule_resources("sun_table"),
     script:
         "../scripts/sun_table.py"
 
 
+# `snakemake results/sun_by_spacegroup.csv` builds the table of the configured run.
 rule sun_table_default_run:
-    """`snakemake results/sun_by_spacegroup.csv` builds the table of the configured run."""
-    localrule: True  # a copy, not worth a cluster job
     input:
         rules.sun_table.output.table,
     output:
@@ -61,6 +60,7 @@ rule sun_table_default_run:
         f"{LOGS}/sun_table_copy.log",
     benchmark:
         f"{BENCH}/sun_table_copy.tsv"
+    localrule: True  # a copy, not worth a cluster job
     conda:
         f"{ENVS}/data.yaml"
     shell:

@@ -8,24 +8,28 @@ if BASE_FROM is None:
         input:
             train_tokens=tokens("train"),
             val_tokens=tokens("val"),
-            init_model=[config["pretrain"]["init_from"]] if config["pretrain"]["init_from"] else [],
+            init_model=(
+                [config["pretrain"]["init_from"]]
+                if config["pretrain"]["init_from"]
+                else []
+            ),
         output:
             model=directory(f"{R}/models/base"),
             metrics=f"{R}/metrics/pretrain_base.parquet",
-        params:
-            model=config["model"],
-            train=config["pretrain"],
-            section="pretrain",
-            ckpt_dir=f"{R}/checkpoints/base",
-        threads: rule_threads("train")
-        resources:
-            **rule_resources("pretrain"),
         log:
             f"{LOGS}/pretrain.log",
         benchmark:
             f"{BENCH}/pretrain.tsv"
         conda:
             f"{ENVS}/model.yaml"
+        threads: rule_threads("train")
+        resources:
+            **rule_resources("pretrain"),
+        params:
+            model=config["model"],
+            train=config["pretrain"],
+            section="pretrain",
+            ckpt_dir=f"{R}/checkpoints/base",
         script:
             "../scripts/train.py"
 
@@ -37,39 +41,39 @@ else:
             checkpoint=checkpoint_file(BASE_FROM),
         output:
             model=directory(BASE_MODEL),
-        params:
-            model=config["model"],
-            source=PUBLISHED[BASE_FROM]["source"],
-            sha256=PUBLISHED[BASE_FROM]["sha256"],
-        resources:
-            **rule_resources("import_checkpoint"),
         log:
             f"{LOGS}/import_base.log",
         benchmark:
             f"{BENCH}/import_base.tsv"
         conda:
             f"{ENVS}/model.yaml"
+        resources:
+            **rule_resources("import_checkpoint"),
+        params:
+            model=config["model"],
+            source=PUBLISHED[BASE_FROM]["source"],
+            sha256=PUBLISHED[BASE_FROM]["sha256"],
         script:
             "../scripts/import_checkpoint.py"
 
 
+# Download a published checkpoint (a name of the authors' files, or a URL) with retries.
 rule fetch_checkpoint:
-    """Download a published checkpoint (a name of the authors' files, or a URL) with retries."""
-    localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
     output:
         path="resources/published/{name}.pkl",
+    log:
+        f"{LOGS}/fetch_checkpoint_{{name}}.log",
+    benchmark:
+        f"{BENCH}/fetch_checkpoint_{{name}}.tsv"
+    retries: 2
+    localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
+    conda:
+        f"{ENVS}/model.yaml"
     params:
         source=lambda w: PUBLISHED[w.name]["source"],
         sha256=lambda w: PUBLISHED[w.name]["sha256"],
         revision=lambda w: PUBLISHED[w.name]["revision"],
         lock=config["inputs_lock"],
-    log:
-        f"{LOGS}/fetch_checkpoint_{{name}}.log",
-    benchmark:
-        f"{BENCH}/fetch_checkpoint_{{name}}.tsv"
-    conda:
-        f"{ENVS}/model.yaml"
-    retries: 2
     script:
         "../scripts/fetch_checkpoint.py"
 
@@ -80,18 +84,18 @@ rule import_checkpoint:
         checkpoint=lambda w: checkpoint_file(w.name),
     output:
         model=directory(f"{R}/models/published_{{name}}"),
-    params:
-        model=config["model"],
-        source=lambda w: PUBLISHED[w.name]["source"],
-        sha256=lambda w: PUBLISHED[w.name]["sha256"],
-    resources:
-        **rule_resources("import_checkpoint"),
     log:
         f"{LOGS}/import_checkpoint_{{name}}.log",
     benchmark:
         f"{BENCH}/import_checkpoint_{{name}}.tsv"
     conda:
         f"{ENVS}/model.yaml"
+    resources:
+        **rule_resources("import_checkpoint"),
+    params:
+        model=config["model"],
+        source=lambda w: PUBLISHED[w.name]["source"],
+        sha256=lambda w: PUBLISHED[w.name]["sha256"],
     script:
         "../scripts/import_checkpoint.py"
 
@@ -103,17 +107,17 @@ rule sample:
         train_tokens=tokens("train"),
     output:
         samples=f"{R}/samples/{{model}}/{{set}}.parquet",
-    params:
-        sample=sample_params,
-        model_name=lambda w: w.model,
-    threads: rule_threads("sample")
-    resources:
-        **rule_resources("sample"),
     log:
         f"{LOGS}/sample_{{model}}_{{set}}.log",
     benchmark:
         f"{BENCH}/sample_{{model}}_{{set}}.tsv"
     conda:
         f"{ENVS}/model.yaml"
+    threads: rule_threads("sample")
+    resources:
+        **rule_resources("sample"),
+    params:
+        sample=sample_params,
+        model_name=lambda w: w.model,
     script:
         "../scripts/sample.py"

@@ -2,22 +2,26 @@
 
 if config["hull"]["reference"] == "alexandria":
 
+    # The Alexandria PBE convex hull (the paper's e_hull reference).
     rule download_hull:
-        """The Alexandria PBE convex hull (the paper's e_hull reference)."""
-        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         output:
             path=config["hull"]["path"],
-        params:
-            urls=[config["hull"]["url"]],
-            sha256={os.path.basename(config["hull"]["path"]): config["hull"]["sha256"]} if config["hull"]["sha256"] else {},
-            lock=config["inputs_lock"],
         log:
             f"{LOGS}/download_hull.log",
         benchmark:
             f"{BENCH}/download_hull.tsv"
+        retries: 2
+        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         conda:
             f"{ENVS}/data.yaml"
-        retries: 2
+        params:
+            urls=[config["hull"]["url"]],
+            sha256=(
+                {os.path.basename(config["hull"]["path"]): config["hull"]["sha256"]}
+                if config["hull"]["sha256"]
+                else {}
+            ),
+            lock=config["inputs_lock"],
         script:
             "../scripts/download.py"
 
@@ -27,37 +31,37 @@ if config["hull"]["reference"] == "alexandria":
             source=config["hull"]["path"],
         output:
             table=HULL_TABLE,
-        params:
-            hull=config["hull"],
-        resources:
-            **rule_resources("prepare_hull"),
         log:
             f"{LOGS}/prepare_hull.log",
         benchmark:
             f"{BENCH}/prepare_hull.tsv"
         conda:
             f"{ENVS}/data.yaml"
+        resources:
+            **rule_resources("prepare_hull"),
+        params:
+            hull=config["hull"],
         script:
             "../scripts/prepare_hull.py"
 
 
 if MLIP_WEIGHTS:
 
+    # The MLIP's weights (Orb, MACE, MatterSim), once, so that GPU jobs never download.
     rule fetch_mlip_weights:
-        """The MLIP's weights (Orb, MACE, MatterSim), once, so that GPU jobs never download."""
-        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         output:
             weights=MLIP_WEIGHTS,
-        params:
-            mlip=config["mlip"],
-            lock=config["inputs_lock"],
         log:
             f"{LOGS}/fetch_mlip_weights.log",
         benchmark:
             f"{BENCH}/fetch_mlip_weights.tsv"
+        retries: 2
+        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
         conda:
             f"{ENVS}/mlip.yaml"
-        retries: 2
+        params:
+            mlip=config["mlip"],
+            lock=config["inputs_lock"],
         script:
             "../scripts/fetch_mlip.py"
 
@@ -70,20 +74,20 @@ rule relax_chunk:
         samples=rules.sample.output.samples,
     output:
         chunk=temp(f"{R}/relax/{{model}}/{{set}}/chunk_{{chunk}}.parquet"),
-    params:
-        relax=config["relax"],
-        mlip=mlip_params(),
-        hull=hull_params(),
-        chunk=lambda w: int(w.chunk),
-    threads: rule_threads("mlip")
-    resources:
-        **rule_resources("relax_chunk"),
     log:
         f"{LOGS}/relax_{{model}}_{{set}}_{{chunk}}.log",
     benchmark:
         f"{BENCH}/relax_{{model}}_{{set}}_{{chunk}}.tsv"
     conda:
         f"{ENVS}/mlip.yaml"
+    threads: rule_threads("mlip")
+    resources:
+        **rule_resources("relax_chunk"),
+    params:
+        relax=config["relax"],
+        mlip=mlip_params(),
+        hull=hull_params(),
+        chunk=lambda w: int(w.chunk),
     script:
         "../scripts/relax.py"
 
@@ -91,16 +95,18 @@ rule relax_chunk:
 rule merge_relax:
     """Gather the relaxed chunks into one table per sample set."""
     input:
-        chunks=expand(rules.relax_chunk.output.chunk, chunk=range(N_CHUNKS), allow_missing=True),
+        chunks=expand(
+            rules.relax_chunk.output.chunk, chunk=range(N_CHUNKS), allow_missing=True
+        ),
     output:
         relaxed=f"{R}/relax/{{model}}/{{set}}.parquet",
-    resources:
-        **rule_resources("merge_relax"),
     log:
         f"{LOGS}/merge_relax_{{model}}_{{set}}.log",
     benchmark:
         f"{BENCH}/merge_relax_{{model}}_{{set}}.tsv"
     conda:
         f"{ENVS}/data.yaml"
+    resources:
+        **rule_resources("merge_relax"),
     script:
         "../scripts/merge_relax.py"

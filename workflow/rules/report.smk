@@ -10,27 +10,42 @@ rule report:
         sft_metrics=[rules.sft.output.metrics] if "sft" in MODELS else [],
         ppo_metrics=expand(rules.ppo.output.metrics, name=PPO_RUNS),
     output:
-        pretrain=report(f"{R}/figures/pretrain_loss.png", caption="../report/pretrain_loss.rst", category="Training"),
-        ppo=report(f"{R}/figures/ppo_curves.png", caption="../report/ppo_curves.rst", category="Training"),
-        ehull=report(f"{R}/figures/ehull_hist.png", caption="../report/ehull_hist.rst", category="Evaluation"),
-        sun=report(f"{R}/figures/sun_per_spacegroup.png", caption="../report/sun_per_spacegroup.rst",
-                   category="Evaluation"),
+        pretrain=report(
+            f"{R}/figures/pretrain_loss.png",
+            caption="../report/pretrain_loss.rst",
+            category="Training",
+        ),
+        ppo=report(
+            f"{R}/figures/ppo_curves.png",
+            caption="../report/ppo_curves.rst",
+            category="Training",
+        ),
+        ehull=report(
+            f"{R}/figures/ehull_hist.png",
+            caption="../report/ehull_hist.rst",
+            category="Evaluation",
+        ),
+        sun=report(
+            f"{R}/figures/sun_per_spacegroup.png",
+            caption="../report/sun_per_spacegroup.rst",
+            category="Evaluation",
+        ),
         tables=report(
             directory(f"{R}/tables"),
             patterns=["{name}.csv"],
             caption="../report/tables.rst",
             category="Tables",
         ),
-    params:
-        ppo_runs=PPO_RUNS,
-        stable=config["evaluate"]["stable_threshold"],
-    resources:
-        **rule_resources("report"),
     log:
         f"{LOGS}/report.log",
     benchmark:
         f"{BENCH}/report.tsv"
     conda:
         f"{ENVS}/data.yaml"
+    resources:
+        **rule_resources("report"),
+    params:
+        ppo_runs=PPO_RUNS,
+        stable=config["evaluate"]["stable_threshold"],
     script:
         "../scripts/report.py"

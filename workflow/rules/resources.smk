@@ -43,12 +43,20 @@ RULE_NEEDS = {
 
 def rule_resources(rule):
     """`resources: **rule_resources("x")`: memory, runtime, partition (+ GPUs, tasks, account,
-    the signal before a time limit), from RULE_NEEDS and the `gpus:`/`processes:` config."""
+    the signal before a time limit), from RULE_NEEDS and the `gpus:`/`processes:` config.
+    """
     mem_mb, runtime, stage, long_job = RULE_NEEDS[rule]
     procs = config["processes"].get(stage, {}) if stage else {}
-    return job_resources(mem_mb, runtime, stage is not None, CLUSTER, gpus=config["gpus"][stage] if stage else 0,
-                         nodes=procs.get("nodes", 1), tasks_per_node=procs.get("tasks_per_node", 1),
-                         stop_before_limit=long_job)
+    return job_resources(
+        mem_mb,
+        runtime,
+        stage is not None,
+        CLUSTER,
+        gpus=config["gpus"][stage] if stage else 0,
+        nodes=procs.get("nodes", 1),
+        tasks_per_node=procs.get("tasks_per_node", 1),
+        stop_before_limit=long_job,
+    )
 
 
 def rule_threads(stage):

@@ -4,19 +4,21 @@
 rule sft_data:
     """Keep relaxed base samples with e_hull below the threshold as SFT training data."""
     input:
-        relaxed=expand(rules.merge_relax.output.relaxed, model="base", set="sft_pool")[0],
+        relaxed=expand(rules.merge_relax.output.relaxed, model="base", set="sft_pool")[
+            0
+        ],
     output:
         data=f"{R}/data/sft_train.parquet",
-    params:
-        e_hull_max=config["sft"]["e_hull_max"],
-    resources:
-        **rule_resources("sft_data"),
     log:
         f"{LOGS}/sft_data.log",
     benchmark:
         f"{BENCH}/sft_data.tsv"
     conda:
         f"{ENVS}/data.yaml"
+    resources:
+        **rule_resources("sft_data"),
+    params:
+        e_hull_max=config["sft"]["e_hull_max"],
     script:
         "../scripts/sft_data.py"
 
@@ -30,20 +32,20 @@ rule sft:
     output:
         model=directory(f"{R}/models/sft"),
         metrics=f"{R}/metrics/sft.parquet",
-    params:
-        model=config["model"],
-        train=config["sft"],
-        section="sft",
-        ckpt_dir=f"{R}/checkpoints/sft",
-    threads: rule_threads("train")
-    resources:
-        **rule_resources("sft"),
     log:
         f"{LOGS}/sft.log",
     benchmark:
         f"{BENCH}/sft.tsv"
     conda:
         f"{ENVS}/model.yaml"
+    threads: rule_threads("train")
+    resources:
+        **rule_resources("sft"),
+    params:
+        model=config["model"],
+        train=config["sft"],
+        section="sft",
+        ckpt_dir=f"{R}/checkpoints/sft",
     script:
         "../scripts/train.py"
 
@@ -56,25 +58,29 @@ rule ppo:
         start_model=ppo_start_model,
         train_tokens=tokens("train"),
         dielectric=lambda w: (
-            [rules.train_dielectric.output.eps_model, rules.train_dielectric.output.gap_model]
-            if ppo_params(w)["reward"] == "dielectric_fom" else []
+            [
+                rules.train_dielectric.output.eps_model,
+                rules.train_dielectric.output.gap_model,
+            ]
+            if ppo_params(w)["reward"] == "dielectric_fom"
+            else []
         ),
     output:
         model=directory(f"{R}/models/ppo_{{name}}"),
         metrics=f"{R}/metrics/ppo_{{name}}.parquet",
-    params:
-        ppo=ppo_params,
-        mlip=mlip_params(),
-        hull=hull_params(),
-        ckpt_dir=lambda w: f"{R}/checkpoints/ppo_{w.name}",
-    threads: rule_threads("train")
-    resources:
-        **rule_resources("ppo"),
     log:
         f"{LOGS}/ppo_{{name}}.log",
     benchmark:
         f"{BENCH}/ppo_{{name}}.tsv"
     conda:
         f"{ENVS}/model.yaml"
+    threads: rule_threads("train")
+    resources:
+        **rule_resources("ppo"),
+    params:
+        ppo=ppo_params,
+        mlip=mlip_params(),
+        hull=hull_params(),
+        ckpt_dir=lambda w: f"{R}/checkpoints/ppo_{w.name}",
     script:
         "../scripts/ppo.py"
