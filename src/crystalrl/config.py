@@ -175,7 +175,8 @@ def ppo_run_config(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"config key 'ppo_runs.{name}': unknown keys {sorted(unknown)}; allowed: {sorted(base)}")
     try:
-        merged = section("ppo", {**base, **overrides})
+        merged = section("ppo", {**base, **{k: {**base[k], **v} if isinstance(base.get(k), dict) and isinstance(v, dict)
+                                            else v for k, v in overrides.items()}})
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("config key 'ppo.", f"config key 'ppo_runs.{name}.")) from None
     merged.pop("runs", None)

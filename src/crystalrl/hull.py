@@ -326,6 +326,15 @@ class HullReference:
                 out.extend(self.by_chemsys.get(frozenset(sub), ()))
         return out
 
+    def n_compounds(self, elements: Sequence[str]) -> int:
+        """How many reference entries of two or more elements lie in the chemical system of
+        `elements` (its subsystems included): 0 means its hull is the elements alone, so any
+        compound with a negative formation energy looks stable (`crystalrl.rl.guards`)."""
+        els = sorted(set(elements))
+        sizes = getattr(self.by_chemsys, "sizes", None)  # a lazily read table counts without building entries
+        return sum((sizes.get(frozenset(sub), 0) if sizes is not None else len(self.by_chemsys.get(frozenset(sub), ())))
+                   for k in range(2, len(els) + 1) for sub in itertools.combinations(els, k))
+
     def phase_diagram(self, elements: Sequence[str]) -> PhaseDiagram | LinearHull:
         """The hull of exactly this chemical system, built once and cached: a PhaseDiagram
         up to `MAX_PD_ELEMENTS` elements, a `LinearHull` above.

@@ -26,11 +26,13 @@ from crystalrl.evaluate.validity import structure_validity
 
 @dataclass
 class RewardResult:
-    """Rewards (n,), a validity mask, and per-sample extras for logging (e.g. e_hull)."""
+    """Rewards (n,), a validity mask, per-sample extras for logging (e.g. e_hull), and the
+    samples that abstain (zero advantage, outside the baseline: `crystalrl.rl.guards`)."""
 
     reward: np.ndarray
     valid: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    abstain: np.ndarray | None = None
 
 
 RewardFn = Callable[[Sequence[Structure | None]], RewardResult]

@@ -8,7 +8,8 @@ distribution or a list), scores it with a reward (higher is better), and takes
     rho = p_theta(x) / p_old(x),   A_hat = (r - b) - beta * (log p_theta(x) - log p_base(x)),
 
 with b an exponential moving average of the batch mean reward (b_1 = mean r_1,
-b <- ema * b + (1 - ema) * mean r). As in the public code, the KL term is the
+b <- ema * b + (1 - ema) * mean r; samples a guard abstains, `crystalrl.rl.guards`, get
+A = 0 before the KL term and stay out of mean r). As in the public code, the KL term is the
 single-sample log ratio and carries gradient, so beta pulls the policy toward the
 frozen base model directly. A run keeps Orbax checkpoints (parameters, optimizer
 state, baseline, metrics) and, because the randomness of step t is fold_in(seed, t),
@@ -74,6 +75,7 @@ class PPOConfig(SectionConfig):
     seed: int
     temperature: float
     top_p: float
+    guards: dict
 
 
 def total_logp(model, batch) -> jax.Array:
@@ -197,12 +199,16 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
             rr = reward_fn(decode(out) if decode is not None else out.decode()[0])
             release_torch_cache()  # the reward's MLIP hands its GPU cache back before JAX's update
             r = np.asarray(rr.reward, np.float64)
-            baseline = float(r.mean()) if baseline is None else cfg.ema * baseline + (1 - cfg.ema) * float(r.mean())
+            # samples a guard abstains (crystalrl.rl.guards) get zero advantage and stay out of the baseline
+            abstain = np.zeros(r.shape, bool) if rr.abstain is None else np.asarray(rr.abstain, bool)
+            if not abstain.all():
+                r_mean = float(r.mean()) if rr.abstain is None else float(r[~abstain].mean())
+                baseline = r_mean if baseline is None else cfg.ema * baseline + (1 - cfg.ema) * r_mean
             tokens = out.tokens()
             batch = jax.device_put({k: np.asarray(v) for k, v in tokens.items()}, data_sh)
             old_logp = logp(state["params"], batch)
             ref_logp = logp(ref_params, batch)
-            adv = jax.device_put(np.asarray(r - baseline, np.float32), data_sh)
+            adv = jax.device_put(np.asarray(np.where(abstain, 0.0, r - (baseline or 0.0)), np.float32), data_sh)
             for epoch in range(cfg.ppo_epochs):
                 if n_mini == 1:  # the paper: every epoch one step on the whole batch
                     state, aux = update(state, batch, old_logp, ref_logp, adv)
@@ -226,7 +232,7 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
             done = step + 1
             log.info("ppo step %d/%d  reward %.4f +- %.4f  kl %.4f  valid %.2f  %.1fs", step + 1, cfg.steps,
                      row["reward_mean"], row["reward_std"], row["kl"], row["frac_valid"], row["time_step_s"])
-            if not all(np.isfinite(row[k]) for k in ("loss", "grad_norm", "kl", "baseline")):
+            if not all(np.isfinite(row[k]) for k in ("loss", "grad_norm", "kl", "baseline") if row[k] is not None):
                 raise FloatingPointError(
                     f"PPO diverged at step {done}: loss {row['loss']}, grad norm {row['grad_norm']}, kl {row['kl']}, "
                     f"baseline {row['baseline']}. The newest checkpoint before this step is kept; lower ppo.lr "

@@ -13,18 +13,25 @@ from crystalrl.io import write_parquet_atomic
 from crystalrl.mlip import MLIPConfig, load_mlip
 from crystalrl.model.store import load_model, save_model
 from crystalrl.rewards import make_reward
+from crystalrl.rl.guards import Guards, guarded
 from crystalrl.rl.ppo import PPOConfig, run_ppo
 from crystalrl.spacegroups import spacegroup_probs
 from crystalrl.train.data import load_token_arrays
 
 
-def build_reward(name: str, params: dict, dielectric_dirs=None, *, clip: float):
-    """The reward `name` with the MLIP and hull of `params` loaded only where it needs them."""
+def build_reward(name: str, params: dict, dielectric_dirs=None, *, clip: float, guards: dict | None = None):
+    """The reward `name` with the MLIP and hull of `params` loaded only where it needs them,
+    behind the run's guards against reward hacking (`crystalrl.rl.guards`; none when None)."""
     mlip_cfg = MLIPConfig.from_dict(params["mlip"])
+    hull = None
     if name == "ehull":
-        return make_reward(name, mlip=load_mlip(mlip_cfg), hull=load_hull(HullConfig.from_dict(params["hull"])),
-                           clip=clip, batch_size=mlip_cfg.batch_size)
-    return make_reward(name, dielectric_dirs=dielectric_dirs, clip=clip, batch_size=mlip_cfg.batch_size)
+        hull = load_hull(HullConfig.from_dict(params["hull"]))
+        fn = make_reward(name, mlip=load_mlip(mlip_cfg), hull=hull, clip=clip, batch_size=mlip_cfg.batch_size)
+    else:
+        fn = make_reward(name, dielectric_dirs=dielectric_dirs, clip=clip, batch_size=mlip_cfg.batch_size)
+    if guards is None:
+        return fn
+    return guarded(fn, Guards.from_dict(guards), hull=hull, clip=clip)
 
 
 def reward_key(reward: str, params: dict, inputs) -> dict:
@@ -50,10 +57,11 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     train_arrays, _ids = load_token_arrays(inputs.train_tokens)
     sg_p = spacegroup_probs(cfg.spacegroups, train_arrays["G"])
     dielectric = tuple(getattr(inputs, "dielectric", None) or ()) or None
-    reward_fn = build_reward(cfg.reward, params, dielectric, clip=cfg.ehull_clip)
+    reward_fn = build_reward(cfg.reward, params, dielectric, clip=cfg.ehull_clip, guards=cfg.guards)
     cap_torch_memory()  # JAX and the reward's torch models share each GPU by fixed fractions (crystalrl.devices)
-    log.info("PPO %s from %s: reward %s, beta %g, %d steps of %d samples", outputs.model, inputs.start_model,
-             cfg.reward, cfg.beta, cfg.steps, cfg.batch_size)
+    log.info("PPO %s from %s: reward %s, beta %g, %d steps of %d samples, guards %s", outputs.model,
+             inputs.start_model, cfg.reward, cfg.beta, cfg.steps, cfg.batch_size,
+             cfg.guards if cfg.guards.get("enabled") else "off (the paper's PPO)")
     policy, metrics = run_ppo(policy, reference, reward_fn, sg_p, cfg, ckpt_dir=params["ckpt_dir"],
                               run_key=reward_key(cfg.reward, params, inputs), metrics_path=outputs.metrics, log=log)
     save_model(outputs.model, policy, model_cfg, extra_meta=dict(stage="ppo", start_from=str(inputs.start_model),
