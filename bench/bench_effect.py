@@ -10,9 +10,10 @@ unique, novel against the run's training split, S.U.N.).
 
 Prints, per model and seed, the stable fraction, unique, novel and S.U.N. rates and
 the mean e_hull of the scored samples; per model the mean over seeds and the seed
-spread (|seed a - seed b|); and the verdict the issue asks for: the gain of each
-fine-tuned model's stable fraction over the base model against the base model's seed
-spread. `--out` writes the per-(model, seed) table as CSV for the report.
+spread (|seed a - seed b|); and the verdicts: the gain of each fine-tuned model's stable
+fraction over the base model against the base model's seed spread, and the reward-hacking
+audit (`crystalrl.rl.fresh.hacking_audit`): the single-element share against the base
+model's (within 10 points?) and the mean e_hull of multi-element samples. `--out` writes the per-(model, seed) table as CSV for the report.
 
     .venv/bin/python bench/bench_effect.py --workdir . \\
         --configfile config/alexandria.yaml [--n 1024] [--seeds 0 1] [--out effect.csv]
@@ -76,6 +77,7 @@ def draw_and_score(models: dict, sg_probs, *, n: int, seeds, mlip, hull, mlip_ba
 def judge(draws: list[dict], evaluate_cfg, novelty_index, processes: int) -> pd.DataFrame:
     """Per (model, seed): n, the evaluation's rates, mean e_hull of the scored samples."""
     from crystalrl.evaluate.sun import evaluate_samples
+    from crystalrl.rl.fresh import hacking_audit
 
     rows = []
     for d in draws:
@@ -88,6 +90,7 @@ def judge(draws: list[dict], evaluate_cfg, novelty_index, processes: int) -> pd.
         row.update({f"{m}_rate": float(ev[m].mean()) for m in METRICS})
         row["mean_e_hull"] = float(np.nanmean(eh)) if np.isfinite(eh).any() else np.nan
         row["median_e_hull"] = float(np.nanmedian(eh)) if np.isfinite(eh).any() else np.nan
+        row.update(hacking_audit(d["structures"], d["e_hull"]))  # single-element share, e_hull < -0.1, multi-element e_hull
         row["score_s"] = d["score_s"]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -95,7 +98,7 @@ def judge(draws: list[dict], evaluate_cfg, novelty_index, processes: int) -> pd.
 
 def summarize(table: pd.DataFrame, base: str = "base") -> tuple[pd.DataFrame, list[str]]:
     """Mean and seed spread per model, and the verdict lines (gain in stable fraction vs base spread)."""
-    cols = [f"{m}_rate" for m in METRICS] + ["mean_e_hull"]
+    cols = [f"{m}_rate" for m in METRICS] + ["mean_e_hull", "single_element_frac", "below_hull_frac", "e_hull_multi_mean"]
     g = table.groupby("model", sort=False)[cols]
     summary = g.mean().add_suffix("_mean").join((g.max() - g.min()).add_suffix("_spread"))
     lines = []
@@ -109,6 +112,16 @@ def summarize(table: pd.DataFrame, base: str = "base") -> tuple[pd.DataFrame, li
                          f"gain {gain:+.3f} against the base seed spread {spread:.3f} -> "
                          f"{'EFFECT' if gain > spread else 'no effect beyond seed noise'} "
                          f"(same-seed gains {', '.join(f'{v:+.3f}' for v in paired.dropna())})")
+        b_single, b_multi = summary.loc[base, "single_element_frac_mean"], summary.loc[base, "e_hull_multi_mean_mean"]
+        multi_spread = summary.loc[base, "e_hull_multi_mean_spread"]
+        for model in summary.index.drop(base):
+            single, multi = summary.loc[model, "single_element_frac_mean"], summary.loc[model, "e_hull_multi_mean_mean"]
+            lines.append(f"{model}: single-element share {single:.3f} vs base {b_single:.3f} "
+                         f"({100 * (single - b_single):+.1f} points: "
+                         f"{'within' if abs(single - b_single) <= 0.10 else 'BEYOND'} 10 points); "
+                         f"mean e_hull of multi-element samples {multi:.3f} vs base {b_multi:.3f} eV/atom "
+                         f"({'falls beyond' if b_multi - multi > multi_spread else 'does not fall beyond'} "
+                         f"the base seed spread {multi_spread:.3f})")
     return summary, lines
 
 

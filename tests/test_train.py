@@ -219,6 +219,30 @@ def test_stop_request_catches_sigterm_and_restores_the_handler():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_stop_request_stops_one_longest_step_before_the_deadline():
+    """The margin before a time limit is for the checkpoint and the exit: a step that would
+    run into it is not started (the CI failure of a loaded machine: a slow step, then SIGTERM)."""
+    import time
+
+    from crystalrl.timelimit import StopRequest
+    with StopRequest(env={}) as stop:
+        stop.deadline = time.time() + 0.5
+        assert not stop.requested()
+        time.sleep(0.3)  # a step of 0.3 s: the next would end past the deadline 0.2 s away
+        assert stop.requested()
+
+
+@pytest.mark.parametrize("codes, terminated, stopped", [
+    ([75, 0], False, True), ([143], False, False), ([143], True, True), ([-15, 75], True, True), ([1], True, False)])
+def test_workers_ended_by_the_jobs_sigterm_stopped_at_the_limit(codes, terminated, stopped):
+    """srun's 143 is a time-limit stop only when the job itself got SIGTERM (then the stage
+    requeues if a checkpoint beyond its start exists); any other failure stays a failure."""
+    from crystalrl.distributed import _raise_for
+    from crystalrl.timelimit import TimeLimit
+    with pytest.raises(TimeLimit if stopped else RuntimeError):
+        _raise_for(codes, "2 processes under srun", terminated=terminated)
+
+
 @pytest.mark.slow
 def test_dropout_draws_new_masks_each_step(alex, tmp_path):
     """Training loss at a fixed state/batch depends on the step's dropout key only."""

@@ -153,12 +153,13 @@ def launch(argv: Sequence[str], tasks: int, nodes: int = 1, env: Mapping[str, st
             log.info("starting %d processes on %d node(s): %s", tasks, nodes, shlex.join(cmd))
         # The job's SIGTERM (time limit, preemption) is for the workers, which checkpoint and stop;
         # this process waits for them and then requeues the job (crystalrl.timelimit).
-        old = signal.signal(signal.SIGTERM, lambda *_: None)
+        terminated: list[int] = []
+        old = signal.signal(signal.SIGTERM, lambda signum, _: terminated.append(signum))
         try:
             rc = subprocess.run(cmd, env=env).returncode
         finally:
             signal.signal(signal.SIGTERM, old)
-        _raise_for([rc], f"{tasks} processes under srun")
+        _raise_for([rc], f"{tasks} processes under srun", terminated=bool(terminated))
         return
     if nodes > 1:
         raise RuntimeError(f"{nodes} nodes asked for, but this is not a Slurm allocation (no SLURM_JOB_ID/srun)")
@@ -176,15 +177,18 @@ def launch(argv: Sequence[str], tasks: int, nodes: int = 1, env: Mapping[str, st
     _raise_for([p.returncode for p in procs], f"{tasks} local processes")
 
 
-def _raise_for(codes: list[int], what: str) -> None:
+def _raise_for(codes: list[int], what: str, terminated: bool = False) -> None:
     """TimeLimit when the processes stopped for a time limit (every status 0 or EXIT_TIME_LIMIT),
-    RuntimeError for any other failure."""
+    or when this process got the job's SIGTERM too (the limit itself, a preemption) and they
+    ended by it (status 143, or -15 from Popen): the caller requeues only if a checkpoint
+    beyond the start exists. RuntimeError for any other failure."""
     from crystalrl.timelimit import EXIT_TIME_LIMIT, TimeLimit
 
     if not any(codes):
         return
-    if set(codes) <= {0, EXIT_TIME_LIMIT}:
-        raise TimeLimit(-1, what)
+    stopped = {0, EXIT_TIME_LIMIT} | ({128 + signal.SIGTERM, -signal.SIGTERM} if terminated else set())
+    if set(codes) <= stopped:
+        raise TimeLimit(-1, what + (" (ended by the job's SIGTERM)" if terminated else ""))
     raise RuntimeError(f"{what} ended with exit statuses {codes} (their errors are in the log above)")
 
 

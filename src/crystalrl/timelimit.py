@@ -3,8 +3,9 @@
 1000 GPU-hours of pretraining do not fit in one Slurm job. A training loop asks
 `StopRequest.requested()` after every step; it says stop
 
-- when the job's time left (`squeue -o %L`, read at the start) falls below
-  CRYSTALRL_STOP_BEFORE_LIMIT_S (default 600 s; at most half the job's time), or
+- when the job's time left (`squeue -o %L`, read at the start), less the longest step
+  seen so far, falls below CRYSTALRL_STOP_BEFORE_LIMIT_S (default 600 s; at most half the
+  job's time): the margin is for the checkpoint and the exit, not for a slow step, or
 - when the process got SIGTERM or SIGUSR1: the warning the long rules ask Slurm for
   (`--signal=TERM@<s>`, which Slurm may send up to a minute early and only to job steps
   that exist by then), the SIGTERM at the limit itself, or a preemption.
@@ -14,7 +15,9 @@ requeues the Slurm job (`scontrol requeue`): it keeps its job id and goes back t
 queue, so Snakemake's Slurm executor keeps waiting for it, and when it starts again the
 stage resumes from that checkpoint. Only a stop that saved progress is requeued: a job
 that cannot make one step of progress within its time limit fails with a message saying
-so, instead of looping.
+so, instead of looping. Workers that the limit's own SIGTERM kills before they exit
+(a save slower than the margin) count as stopped at the limit too: the job is requeued
+when a checkpoint beyond its start exists (`crystalrl.distributed.launch`).
 
 Several processes of one job (`crystalrl.distributed`) stop at the same step: each
 step they agree whether any of them wants to.
@@ -105,6 +108,8 @@ class StopRequest:
         self.signalled: int | None = _early[0] if _early else None
         self.deadline = job_deadline(env, self.log)
         self._old: dict = {}
+        self._last: float | None = None  # when requested() was last asked, and the longest gap between asks
+        self._longest = 0.0
 
     def _handle(self, signum, frame) -> None:
         if self.signalled is None:
@@ -129,7 +134,12 @@ class StopRequest:
 
         import jax
 
-        mine = self.signalled is not None or (self.deadline is not None and time.time() >= self.deadline)
+        now = time.time()
+        # the next step, and the save after it, must end before the deadline: stop one longest step early
+        if self._last is not None:
+            self._longest = max(self._longest, now - self._last)
+        self._last = now
+        mine = self.signalled is not None or (self.deadline is not None and now + self._longest >= self.deadline)
         if jax.process_count() == 1:
             return mine
         import numpy as np
