@@ -97,6 +97,10 @@ def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
         except ConfigError as exc:
             problems.extend(str(exc).splitlines()[1:] or [str(exc)])
             continue
+        if run["algorithm"] == "grpo" and run["batch_size"] % run["group_size"]:
+            where = f"ppo_runs.{name}" if {"group_size", "batch_size"} & set(cfg["ppo_runs"].get(name, {})) else "ppo"
+            problems.append(f"config key '{where}.group_size': {run['group_size']} does not divide the batch size "
+                            f"{run['batch_size']} of run {name!r} (grpo draws batch_size / group_size space groups)")
         key = f"ppo_runs.{name}.reward" if "reward" in cfg["ppo_runs"].get(name, {}) else "ppo.reward"
         if run["reward"] == "dielectric_fom" and not cfg["dielectric"]["enabled"]:
             problems.append(f"config key '{key}': run {name!r} uses the dielectric_fom reward but "

@@ -1,4 +1,5 @@
-"""PPO fine-tuning of CrystalFormer: the paper's Eq. (1) with PPO-clip (Appendix C).
+"""PPO fine-tuning of CrystalFormer: the paper's Eq. (1) with PPO-clip (Appendix C), and
+the GRPO and REINFORCE variants of its advantage and step (`ppo.algorithm`, `advantages`).
 
 Each step samples a batch from the current policy (space groups from the training
 distribution or a list), scores it with a reward (higher is better), and takes
@@ -58,6 +59,8 @@ class PPOConfig(SectionConfig):
     OTHER_KEYS = ("runs",)  # the names of the runs, not a run's setting
 
     reward: str
+    algorithm: str
+    group_size: int
     start_from: str
     beta: float
     clip_eps: float
@@ -82,6 +85,23 @@ def total_logp(model, batch) -> jax.Array:
     """log p(W, A, X, L | G) per sample (B,), dropout off."""
     t = logp_terms(model, *(batch[k] for k in TOKENS), deterministic=True)
     return t["logp_w"] + t["logp_xyz"] + t["logp_a"] + t["logp_l"]
+
+
+def advantages(r: np.ndarray, baseline: float | None, abstain: np.ndarray, G: np.ndarray, algorithm: str) -> np.ndarray:
+    """(B,) advantages before the KL term; zero where a sample abstains (`crystalrl.rl.guards`).
+
+    ppo, reinforce: r - b, b the EMA baseline (the paper). grpo (DeepSeekMath's group-relative
+    advantage): (r - mean_g r) / (std_g r + 1e-6) over the scored samples of the same space
+    group g; a group with one scored sample gets 0 (nothing to compare it with).
+    """
+    if algorithm != "grpo":
+        return np.where(abstain, 0.0, r - (baseline or 0.0))
+    adv = np.zeros_like(r)
+    for g in np.unique(G):
+        m = (G == g) & ~abstain
+        if m.sum() > 1:
+            adv[m] = (r[m] - r[m].mean()) / (r[m].std() + 1e-6)
+    return adv
 
 
 def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh, n_micro: int = 1):
@@ -164,7 +184,12 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
     rest = jax.device_put(rest, repl)
     ref_params = jax.device_put(params_of(reference), repl)
     tx, _ = make_optimizer(cfg.lr, 0.0, cfg.clip_grad)
-    update = _make_update(graphdef, rest, tx, cfg.beta, cfg.clip_eps, mesh, n_micro)
+    # reinforce: one step at ratio 1 without clipping, whose gradient is A_hat * grad log p
+    epochs, eps = (1, np.inf) if cfg.algorithm == "reinforce" else (cfg.ppo_epochs, cfg.clip_eps)
+    if cfg.algorithm == "grpo" and cfg.batch_size % cfg.group_size:
+        raise ValueError(f"config key 'ppo.group_size': {cfg.group_size} does not divide ppo.batch_size "
+                         f"{cfg.batch_size}")
+    update = _make_update(graphdef, rest, tx, cfg.beta, eps, mesh, n_micro)
     logp = _logp_fn(graphdef, rest, mesh)
     state = dict(params=nnx.to_pure_dict(params0), opt_state=None)
     state["opt_state"] = tx.init(state["params"])
@@ -192,7 +217,10 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
         for step in range(start, cfg.steps):
             t0 = time.time()
             k_g, k_s = jax.random.split(jax.random.fold_in(key0, step))
-            G = draw_spacegroups(k_g, sg_probs, cfg.batch_size)
+            if cfg.algorithm == "grpo":  # groups of group_size samples share a space group
+                G = np.repeat(draw_spacegroups(k_g, sg_probs, cfg.batch_size // cfg.group_size), cfg.group_size)
+            else:
+                G = draw_spacegroups(k_g, sg_probs, cfg.batch_size)
             nnx.update(policy, _as_state(params0, state["params"]))
             out = sample(policy, k_s, G, temperature=cfg.temperature, top_p=cfg.top_p, devices=list(mesh.devices.flat))
             t_sample = time.time() - t0
@@ -208,8 +236,8 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
             batch = jax.device_put({k: np.asarray(v) for k, v in tokens.items()}, data_sh)
             old_logp = logp(state["params"], batch)
             ref_logp = logp(ref_params, batch)
-            adv = jax.device_put(np.asarray(np.where(abstain, 0.0, r - (baseline or 0.0)), np.float32), data_sh)
-            for epoch in range(cfg.ppo_epochs):
+            adv = jax.device_put(np.asarray(advantages(r, baseline, abstain, G, cfg.algorithm), np.float32), data_sh)
+            for epoch in range(epochs):
                 if n_mini == 1:  # the paper: every epoch one step on the whole batch
                     state, aux = update(state, batch, old_logp, ref_logp, adv)
                     continue
