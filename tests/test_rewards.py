@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from crystalrl.rewards import dielectric_fom_reward, ehull_reward, make_reward
+from crystalrl.rewards import RewardResult, dielectric_fom_reward, ehull_reward, make_reward
 
 
 def _nacl():
@@ -97,3 +97,57 @@ def test_ehull_reward_skips_elements_without_hull_reference():
     nacf.replace_species({"Cl": "Cf"})
     res = ehull_reward(Strict({"NaCl": -0.9}), Hull(), clip=10.0)([nacf, _nacl()])
     assert res.reward.tolist() == [-10.0, pytest.approx(-0.1)] and res.valid.tolist() == [False, True]
+
+
+def _const(values, extras=None, abstain=None):
+    def fn(structures):
+        r = np.asarray(values, float)
+        return RewardResult(reward=r, valid=np.isfinite(r), extras=dict(extras or {}), abstain=abstain)
+    return fn
+
+
+def test_composite_reward_is_the_weighted_sum_of_normalised_components():
+    from crystalrl.rewards import composite_reward
+
+    parts = {"ehull": (_const([-1.0, -3.0, -2.0], {"e_hull": np.array([1.0, 3.0, 2.0])}),
+                       dict(weight=2.0, normalize="none", clip=None)),
+             "mymod:fn": (_const([10.0, 20.0, 30.0], abstain=np.array([False, True, False])),
+                          dict(weight=0.5, normalize="zscore", clip=None)),
+             "diversity": (_const([0.2, 5.0, -4.0]), dict(weight=1.0, normalize="clip", clip=[0.0, 1.0]))}
+    rr = composite_reward(parts)([None] * 3)
+    z = (np.array([10.0, 20.0, 30.0]) - 20.0) / np.std([10.0, 20.0, 30.0])
+    np.testing.assert_allclose(rr.reward, 2 * np.array([-1.0, -3.0, -2.0]) + 0.5 * z + np.array([0.2, 1.0, 0.0]))
+    # every component's raw reward is logged, beside its own extras; abstention carries over
+    np.testing.assert_array_equal(rr.extras["reward_mymod_fn"], [10.0, 20.0, 30.0])
+    np.testing.assert_array_equal(rr.extras["reward_ehull"], [-1.0, -3.0, -2.0])
+    assert "e_hull" in rr.extras and rr.abstain.tolist() == [False, True, False]
+
+
+def test_diversity_reward_pays_for_spread_compositions():
+    from pymatgen.core import Lattice
+
+    from crystalrl.rewards import make_reward
+
+    def s(*sp):
+        return Structure(Lattice.cubic(4.0), list(sp), [[0, 0, 0], [0.5, 0.5, 0.5]][:len(sp)])
+
+    rr = make_reward("diversity")([s("Fe", "O"), s("Fe", "O"), s("Li", "O"), None])
+    np.testing.assert_allclose(rr.reward, [0.5, 0.5, 1.0, 0.0])
+
+
+@pytest.mark.parametrize("reward, match", [
+    ({"ehull": {"weight": -1.0}}, "config key 'ppo_runs.mix.reward.ehull.weight'"),
+    ({"ehull": {"normalise": "zscore"}}, "config key 'ppo_runs.mix.reward.ehull.normalise': unknown key"),
+    ({"ehull": {}, "novelty_x": {}}, "config key 'ppo_runs.mix.reward.novelty_x'"),
+    ({"ehull": {"normalize": "clip"}}, "config key 'ppo_runs.mix.reward.ehull.clip'"),
+])
+def test_bad_reward_components_name_the_key(reward, match):
+    from crystalrl.checks import check_config
+    from crystalrl.config import ConfigError, validate_config
+
+    cfg = validate_config({"ppo": {"runs": ["mix"]}, "ppo_runs": {"mix": {"reward": reward}}})
+    try:
+        problems = "\n".join(check_config(cfg))
+    except ConfigError as exc:
+        problems = str(exc)
+    assert match in problems, problems

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from crystalrl.config import ConfigError, import_callable, ppo_run_config
+from crystalrl.rewards import KNOWN as KNOWN_REWARDS, reward_components
 
-BUILTIN_REWARDS = ("ehull", "dielectric_fom")
 
 
 def _missing(path: str | os.PathLike | None) -> bool:
@@ -102,13 +102,17 @@ def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
             problems.append(f"config key '{where}.group_size': {run['group_size']} does not divide the batch size "
                             f"{run['batch_size']} of run {name!r} (grpo draws batch_size / group_size space groups)")
         key = f"ppo_runs.{name}.reward" if "reward" in cfg["ppo_runs"].get(name, {}) else "ppo.reward"
-        if run["reward"] == "dielectric_fom" and not cfg["dielectric"]["enabled"]:
-            problems.append(f"config key '{key}': run {name!r} uses the dielectric_fom reward but "
-                            "'dielectric.enabled' is false")
-        elif run["reward"] not in BUILTIN_REWARDS:
-            problem = check_importable(run["reward"], key)
-            if problem:
-                problems.append(problem + f" (rewards: {', '.join(BUILTIN_REWARDS)} or module:function)")
+        for comp, part in reward_components(run["reward"]).items():
+            where = key if isinstance(run["reward"], str) else f"{key}.{comp}"
+            if comp == "dielectric_fom" and not cfg["dielectric"]["enabled"]:
+                problems.append(f"config key '{where}': run {name!r} uses the dielectric_fom reward but "
+                                "'dielectric.enabled' is false")
+            elif comp not in KNOWN_REWARDS:
+                problem = check_importable(comp, where)
+                if problem:
+                    problems.append(problem + f" (rewards: {', '.join(KNOWN_REWARDS)} or module:function)")
+            if part["normalize"] == "clip" and part.get("clip") is None:
+                problems.append(f"config key '{where}.clip': normalize: clip needs clip: [lo, hi]")
     known = ["base", "sft"] + [f"ppo_{r}" for r in runs] + [f"published_{n}" for n in cfg["published"]]
     for m in cfg["evaluate"]["models"]:
         if m not in known:
@@ -119,7 +123,7 @@ def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
 
 def _dielectric(cfg: Mapping[str, Any]) -> list[str]:
     d = cfg["dielectric"]
-    uses_fom = any(ppo_run_config(cfg, n)["reward"] == "dielectric_fom" for n in cfg["ppo"]["runs"])
+    uses_fom = any("dielectric_fom" in reward_components(ppo_run_config(cfg, n)["reward"]) for n in cfg["ppo"]["runs"])
     if not (d["enabled"] and uses_fom):
         return []
     problems = []

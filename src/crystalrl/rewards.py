@@ -8,13 +8,21 @@ Named in config (`ppo.reward`):
   not be scored gets the worst value, -clip, and is counted.
 - `dielectric_fom`: band gap x total dielectric constant (matgl models); undecodable,
   overlapping or unscorable samples get 0 (the paper's code's dummy value).
+- `diversity`: 1 / (how many samples of the batch share the sample's reduced formula); an
+  undecodable sample gets 0. Pays for spreading over compositions, not for any one of them.
 - `module:function`: a user's callable `f(structures: list[Structure | None]) -> array`
   (None marks a sample that could not be decoded), imported from `module`.
+
+A run's `ppo.reward` is one name, or a mapping name -> {weight, normalize, clip}: the
+weighted sum of its components (`composite_reward`), each normalised over the batch first
+(none; zscore; clip to [lo, hi]), each logged per step as `reward_<name>_mean`.
 """
 from __future__ import annotations
 
+import re
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from pymatgen.core import Structure
@@ -88,7 +96,64 @@ def user_reward(spec: str) -> RewardFn:
     return reward
 
 
-KNOWN = ("ehull", "dielectric_fom")
+def diversity_reward() -> RewardFn:
+    """1 / (samples of the batch with the same reduced formula); 0 where a sample did not decode."""
+
+    def reward(structures):
+        formulas = [None if s is None else s.composition.reduced_formula for s in structures]
+        counts = Counter(f for f in formulas if f is not None)
+        r = np.array([0.0 if f is None else 1.0 / counts[f] for f in formulas])
+        return RewardResult(reward=r, valid=np.array([f is not None for f in formulas]))
+
+    return reward
+
+
+KNOWN = ("ehull", "dielectric_fom", "diversity")
+
+
+def reward_components(spec: str | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """name -> {weight, normalize, clip} of a run's `ppo.reward` (validated: the schema filled
+    the defaults); a single name is that reward at weight 1, not normalised."""
+    if isinstance(spec, str):
+        return {spec: dict(weight=1.0, normalize="none", clip=None)}
+    return {name: dict(part) for name, part in spec.items()}
+
+
+def column_name(component: str) -> str:
+    """A metrics column for a component (`reward_<name>`): a module:function spec made a word."""
+    return "reward_" + re.sub(r"\W+", "_", component).strip("_")
+
+
+def _normalized(r: np.ndarray, how: str, bounds) -> np.ndarray:
+    if how == "zscore":
+        return (r - r.mean()) / (r.std() + 1e-8)
+    if how == "clip":
+        return np.clip(r, *bounds)
+    return r
+
+
+def composite_reward(parts: Mapping[str, tuple[RewardFn, Mapping[str, Any]]]) -> RewardFn:
+    """sum_k w_k * normalize_k(r_k) over the components `parts` (name -> (reward, settings)).
+
+    A sample is valid when every component scored it, and abstains when any component says so;
+    each component's raw reward is kept as the extra `reward_<name>`, beside its own extras.
+    """
+
+    def reward(structures):
+        n = len(structures)
+        total, valid, extras, abstain = np.zeros(n), np.ones(n, bool), {}, None
+        for name, (fn, part) in parts.items():
+            rr = fn(structures)
+            r = np.asarray(rr.reward, np.float64)
+            total += part["weight"] * _normalized(r, part["normalize"], part.get("clip"))
+            valid &= np.asarray(rr.valid, bool)
+            extras.update(rr.extras)
+            extras[column_name(name)] = r
+            if rr.abstain is not None:
+                abstain = np.asarray(rr.abstain, bool) | (False if abstain is None else abstain)
+        return RewardResult(reward=total, valid=valid, extras=extras, abstain=abstain)
+
+    return reward
 
 
 def make_reward(name: str, *, mlip=None, hull=None, dielectric_dirs: tuple[str, str] | None = None,
@@ -107,4 +172,6 @@ def make_reward(name: str, *, mlip=None, hull=None, dielectric_dirs: tuple[str, 
         if not dielectric_dirs:
             raise ValueError("reward 'dielectric_fom' needs the trained dielectric models (rule train_dielectric)")
         return dielectric_fom_reward(DielectricPredictor(*dielectric_dirs), batch_size=batch_size or 64)
+    if name == "diversity":
+        return diversity_reward()
     return user_reward(name)

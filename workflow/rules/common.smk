@@ -5,6 +5,7 @@ from crystalrl.checks import check_config, is_remote_checkpoint
 from crystalrl.config import ConfigError, ppo_run_config, validate_config
 from crystalrl.devices import runtime_env
 from crystalrl.hull import HullConfig
+from crystalrl.rewards import reward_components
 from crystalrl.mlip.backends import weights_file as mlip_weights_file
 from crystalrl.stages import SAMPLE_SETS
 
@@ -113,7 +114,9 @@ def dielectric_spacegroups(runs):
 
 # Fig. 6 compares the base model with the PPO runs rewarded by the dielectric FoM.
 DIELECTRIC_RUNS = [
-    n for n in PPO_RUNS if ppo_run_config(config, n)["reward"] == "dielectric_fom"
+    n
+    for n in PPO_RUNS
+    if "dielectric_fom" in reward_components(ppo_run_config(config, n)["reward"])
 ]
 DIELECTRIC_MODELS = (
     ["base"] + [f"ppo_{n}" for n in DIELECTRIC_RUNS] if DIELECTRIC_RUNS else []

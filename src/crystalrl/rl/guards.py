@@ -53,30 +53,36 @@ class Guards:
         return cls(**full)
 
 
-def guarded(reward_fn: RewardFn, guards: Guards, *, hull=None, clip: float | None = None) -> RewardFn:
+def guarded(reward_fn: RewardFn, guards: Guards, *, hull=None, clip: float | None = None,
+            parts: tuple[str, ...] = ("ehull", "composition")) -> RewardFn:
     """`reward_fn` with `guards` applied to each batch; `reward_fn` itself when they are off.
 
     `hull` (a `HullReference`) and `clip` (`ppo.ehull_clip`) are needed by the e_hull guards,
-    which act only when the reward reports an `e_hull` extra.
+    which act only when the reward reports an `e_hull` extra. `parts`: as `apply_guards`.
     """
     if not guards.enabled:
         return reward_fn
 
     def reward(structures):
         rr = reward_fn(structures)
-        return apply_guards(structures, rr, guards, hull=hull, clip=clip)
+        return apply_guards(structures, rr, guards, hull=hull, clip=clip, parts=parts)
 
     return reward
 
 
-def apply_guards(structures, rr: RewardResult, g: Guards, *, hull=None, clip: float | None = None) -> RewardResult:
-    """The guarded copy of `rr` for the batch `structures` (None where a sample did not decode)."""
+def apply_guards(structures, rr: RewardResult, g: Guards, *, hull=None, clip: float | None = None,
+                 parts: tuple[str, ...] = ("ehull", "composition")) -> RewardResult:
+    """The guarded copy of `rr` for the batch `structures` (None where a sample did not decode).
+
+    `parts`: "ehull" (floor, below-hull, sparse hull: on an e_hull reward before it is weighted
+    into a composite) and "composition" (single element, repeats: on the reward PPO sees).
+    """
     n = len(structures)
     r = np.asarray(rr.reward, np.float64).copy()
     abstain = np.zeros(n, bool) if rr.abstain is None else np.asarray(rr.abstain, bool).copy()
     hit = {name: np.zeros(n, bool) for name in GUARDS}
     elements = [None if s is None else sorted({el.symbol for el in s.composition}) for s in structures]
-    e_hull = rr.extras.get("e_hull")
+    e_hull = rr.extras.get("e_hull") if "ehull" in parts else None
     if e_hull is not None and clip is not None:
         e = np.asarray(e_hull, np.float64)
         scored = np.isfinite(e)
@@ -93,13 +99,15 @@ def apply_guards(structures, rr: RewardResult, g: Guards, *, hull=None, clip: fl
             hit["sparse_hull"] = np.array([bool(ok) and len(els) > 1 and hull.n_compounds(els) < g.sparse_hull_min_compounds
                                            for ok, els in zip(scored, elements)], bool)
             abstain |= hit["sparse_hull"]
-    if g.single_element != "off":
+    if "composition" not in parts:
+        pass
+    elif g.single_element != "off":
         hit["single_element"] = np.array([els is not None and len(els) == 1 for els in elements], bool)
         if g.single_element == "penalty":
             r[hit["single_element"]] = -clip if clip is not None else np.min(r)
         else:
             abstain |= hit["single_element"]
-    if g.repeat_discount < 1:
+    if "composition" in parts and g.repeat_discount < 1:
         worst = np.min(r) if n else 0.0
         seen: Counter = Counter()
         for i, s in enumerate(structures):
@@ -110,6 +118,7 @@ def apply_guards(structures, rr: RewardResult, g: Guards, *, hull=None, clip: fl
             if k:
                 hit["repeat"][i] = True
                 r[i] = worst + g.repeat_discount ** k * (r[i] - worst)
-    extras = dict(rr.extras, **{f"guard_{name}": m.astype(np.float64) for name, m in hit.items()},
-                  abstain=abstain.astype(np.float64))
+    extras = dict(rr.extras, abstain=abstain.astype(np.float64))
+    extras.update({f"guard_{name}": np.maximum(m, extras.get(f"guard_{name}", 0)).astype(np.float64)
+                   for name, m in hit.items()})  # a composite's ehull part counted its own hits
     return RewardResult(reward=r, valid=rr.valid, extras=extras, abstain=abstain)

@@ -12,35 +12,43 @@ from crystalrl.hull import HullConfig, load_hull
 from crystalrl.io import write_parquet_atomic
 from crystalrl.mlip import MLIPConfig, load_mlip
 from crystalrl.model.store import load_model, save_model
-from crystalrl.rewards import make_reward
+from crystalrl.rewards import composite_reward, make_reward, reward_components
 from crystalrl.rl.guards import Guards, guarded
 from crystalrl.rl.ppo import PPOConfig, run_ppo
 from crystalrl.spacegroups import spacegroup_probs
 from crystalrl.train.data import load_token_arrays
 
 
-def build_reward(name: str, params: dict, dielectric_dirs=None, *, clip: float, guards: dict | None = None):
-    """The reward `name` with the MLIP and hull of `params` loaded only where it needs them,
-    behind the run's guards against reward hacking (`crystalrl.rl.guards`; none when None)."""
+def build_reward(spec, params: dict, dielectric_dirs=None, *, clip: float, guards: dict | None = None):
+    """The reward of `spec` (`ppo.reward`: a name or weighted components), the MLIP and hull of
+    `params` loaded once and only where a component needs them, behind the run's guards
+    against reward hacking (`crystalrl.rl.guards`; none when None): the e_hull guards on the
+    `ehull` component, the composition guards on the sum."""
     mlip_cfg = MLIPConfig.from_dict(params["mlip"])
-    hull = None
-    if name == "ehull":
-        hull = load_hull(HullConfig.from_dict(params["hull"]))
-        fn = make_reward(name, mlip=load_mlip(mlip_cfg), hull=hull, clip=clip, batch_size=mlip_cfg.batch_size)
-    else:
-        fn = make_reward(name, dielectric_dirs=dielectric_dirs, clip=clip, batch_size=mlip_cfg.batch_size)
-    if guards is None:
-        return fn
-    return guarded(fn, Guards.from_dict(guards), hull=hull, clip=clip)
+    comps = reward_components(spec)
+    hull = load_hull(HullConfig.from_dict(params["hull"])) if "ehull" in comps else None
+    mlip = load_mlip(mlip_cfg) if "ehull" in comps else None
+    g = Guards.from_dict(guards) if guards is not None else None
+    fns = {}
+    for name in comps:
+        fns[name] = make_reward(name, mlip=mlip, hull=hull, dielectric_dirs=dielectric_dirs, clip=clip,
+                                batch_size=mlip_cfg.batch_size)
+    if len(comps) == 1 and next(iter(comps.values())) == dict(weight=1.0, normalize="none", clip=None):
+        fn = next(iter(fns.values()))  # one reward as it is (the paper's)
+        return fn if g is None else guarded(fn, g, hull=hull, clip=clip)
+    if g is not None:
+        fns = {name: guarded(fn, g, hull=hull, clip=clip, parts=("ehull",)) for name, fn in fns.items()}
+    total = composite_reward({name: (fns[name], comps[name]) for name in comps})
+    return total if g is None else guarded(total, g, parts=("composition",))
 
 
-def reward_key(reward: str, params: dict, inputs) -> dict:
+def reward_key(reward, params: dict, inputs) -> dict:
     """What the reward reads besides the samples, for the run's identity (`run_ppo`'s `run_key`):
     its settings and the content digests of its input files (hull, dielectric models, MLIP weights)."""
     files = (_as_list(getattr(inputs, "hull", None)) + _as_list(getattr(inputs, "dielectric", None))
              + _as_list(getattr(inputs, "mlip_weights", None)))
     key = dict(reward=reward, files=digest_files(*files) if files else None)
-    if reward == "ehull":  # where the MLIP runs and in what batches does not change what it computes
+    if "ehull" in reward_components(reward):  # where the MLIP runs and in what batches does not change what it computes
         key.update(mlip={k: v for k, v in params["mlip"].items() if k not in ("device", "batch_size")},
                    hull=params["hull"])
     return key
