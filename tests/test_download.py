@@ -132,11 +132,6 @@ def test_unknown_scheme(tmp_path):
         download("ftp://example.org/x", tmp_path / "x")
 
 
-def test_known_urls():
-    assert dl.ALEXANDRIA_PBE_URLS[0].endswith("/pbe/alexandria_000.json.bz2")
-    assert dl.ALEXANDRIA_HULL_URL.endswith("convex_hull_pbe_2023.12.29.json.bz2")
-    assert set(dl.ALEX20_URLS) == {"train", "val", "test"}
-
 
 @pytest.mark.parametrize("url", ["https://example.org/a/..", "https://example.org/a/", "https://example.org/a/%2e%2E",
                                  "https://example.org/a/.?x=1"])

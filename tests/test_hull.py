@@ -171,10 +171,10 @@ def test_chgnet_energies_are_already_mp2020(mp20_on_hull, mp_hull):
     """CHGNet (mp2020_corrected) goes on the hull uncorrected, as in matbench-discovery; correcting
     it again would put half the rows off by more than 0.05 eV/atom."""
     from crystalrl.hull import e_above_hull
-    from crystalrl.mlip import get_mlip
+    from crystalrl.mlip import MLIPConfig, load_mlip
 
     rows, structures, _ = mp20_on_hull
-    mlip = get_mlip("chgnet", device="cpu")
+    mlip = load_mlip(MLIPConfig.from_dict({"backend": "chgnet", "device": "cpu"}))
     assert mlip.mp2020_corrected
     energies = mlip.energies(structures)
     eh_form, _ = mp_hull.e_above_hull(formation_queries(rows))

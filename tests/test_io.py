@@ -94,3 +94,24 @@ def test_keep_freed_memory_reuses_freed_blocks():
     default, kept = _page_faults_of_allocations(False), _page_faults_of_allocations(True)
     assert default > 40_000, default
     assert kept < default / 5, (kept, default)
+
+
+def test_stage_log_lines_appear_once(tmp_path, capfd):
+    """Issue 28: a stage's lines were printed twice in a terminal (its format and the root's, which
+    a library configures) and written twice when the logger was asked for again."""
+    import logging
+
+    from crystalrl.io import get_logger
+
+    root_handler = logging.StreamHandler()
+    logging.getLogger().addHandler(root_handler)
+    try:
+        log = get_logger("crystalrl.test_once", tmp_path / "rule.log")
+        get_logger("crystalrl.test_once", tmp_path / "rule.log")
+        log.info("one line")
+        logging.getLogger("crystalrl.test_once.module").info("a module's line")
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+    text = (tmp_path / "rule.log").read_text()
+    assert text.count("one line") == 1 and text.count("a module's line") == 1, text
+    assert capfd.readouterr().err.count("one line") == 1

@@ -16,7 +16,7 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crystalrl.config import ConfigError
-from crystalrl.mlip import MLIPConfig, check_config, get_mlip, load_mlip
+from crystalrl.mlip import MLIPConfig, check_config, load_mlip
 
 
 def load_alexandria(shared_data, n: int, max_sites: int = 12, seed: int = 0) -> list[Structure]:
@@ -53,7 +53,7 @@ def mlip_config(**kw) -> MLIPConfig:
 @pytest.fixture(scope="module")
 def chgnet():
     torch.set_num_threads(1)
-    return get_mlip("chgnet")
+    return load_mlip(mlip_config(backend="chgnet"))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_config_is_strict_and_check_config_names_keys(chgnet, tmp_path, monkeypa
 
     assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(MLIPConfig))
     assert MLIPConfig.schema_keys() == {f.name for f in dataclasses.fields(MLIPConfig)}
-    assert load_mlip(mlip_config(backend="chgnet")) is chgnet is get_mlip("CHGNet", device="cpu")
+    assert load_mlip(mlip_config(backend="chgnet")) is chgnet
     with pytest.raises(ConfigError, match="'mlip.weights'.*did you mean 'weights_(path|url)'"):
         MLIPConfig.from_dict({"backend": "chgnet", "weights": "x"})
     with pytest.raises(ConfigError, match="unknown backend 'chgent' \\(did you mean 'chgnet'"):
@@ -189,7 +189,7 @@ def orb_weights(tmp_path_factory):
 @pytest.mark.parametrize("model,n", [("orb-v2", 5), ("orb-v3-conservative-inf-mpa", 2)])
 def test_orb_from_local_weights(orb_weights, shared_data, model, n):
     torch.set_num_threads(1)
-    mlip = get_mlip("orb", model=model, weights_path=orb_weights[model])
+    mlip = load_mlip(mlip_config(backend="orb", model=model, weights_path=str(orb_weights[model])))
     some = load_alexandria(shared_data, n, max_sites=8, seed=1)
     pred = mlip.predict(some, batch_size=n)
     assert pred["energy"].shape == (n,) and np.isfinite(pred["energy"]).all()
@@ -203,12 +203,12 @@ def test_orb_from_local_weights(orb_weights, shared_data, model, n):
     saved = torch.load(orb_weights[model], weights_only=True)
     loaded = mlip.model.state_dict()
     assert all(torch.equal(loaded[k].cpu(), v) for k, v in saved.items())
-    assert mlip is get_mlip("orb", model=model, weights_path=str(orb_weights[model]))
+    assert mlip is load_mlip(mlip_config(backend="orb", model=model, weights_path=str(orb_weights[model])))
 
 
 def test_orb_unknown_model_is_clear():
     with pytest.raises(ValueError, match="unknown Orb model 'orb-v9'"):
-        get_mlip("orb", model="orb-v9")
+        load_mlip(mlip_config(backend="orb", model="orb-v9"))
 
 
 def tiny_mace(path) -> None:

@@ -200,12 +200,6 @@ def general_ops(g: int) -> np.ndarray:
 
 
 @functools.cache
-def crystal_system_table() -> np.ndarray:
-    """(230,) crystal system name of each group ('triclinic' ... 'cubic', pyxtal's)."""
-    return _frozen(np.array(_SYSTEMS, dtype=object)[_tables()["system"]])
-
-
-@functools.cache
 def lattice_mask_table() -> np.ndarray:
     """(230, 6) bool free lattice parameters (a, b, c, alpha, beta, gamma) per group."""
     masks = np.array([_SYSTEM_LATTICE_MASK[s] for s in _SYSTEMS], bool)

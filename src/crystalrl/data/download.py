@@ -21,16 +21,6 @@ from crystalrl.io import atomic_path
 
 log = logging.getLogger(__name__)
 
-#: Alexandria PBE 3D dumps: 45 files `alexandria_000.json.bz2` ... `alexandria_044.json.bz2`,
-#: each a JSON dict whose "entries" are pymatgen ComputedStructureEntry dicts.
-ALEXANDRIA_PBE_BASE = "https://alexandria.icams.rub.de/data/pbe"
-ALEXANDRIA_PBE_URLS = [f"{ALEXANDRIA_PBE_BASE}/alexandria_{i:03d}.json.bz2" for i in range(45)]
-#: The Alexandria PBE convex hull used by the paper's E_hull reward.
-ALEXANDRIA_HULL_URL = f"{ALEXANDRIA_PBE_BASE}/convex_hull_pbe_2023.12.29.json.bz2"
-#: CrystalFormer's Alex-20 splits on Hugging Face (E_hull < 0.1 eV/atom, <= 20 sites).
-ALEX20_URLS = {split: f"https://huggingface.co/datasets/zdcao/alex-20/resolve/main/{split}.csv"
-               for split in ("train", "val", "test")}
-
 _CHUNK = 1 << 20
 
 

@@ -17,6 +17,7 @@ a pair whose reduced cells differ in site count never matches, which skips `fit`
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 import warnings
@@ -32,12 +33,12 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Composition, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from crystalrl.io import get_logger
+
 from crystalrl.structures import parse_structure
 
 SYMPREC = 0.1  # as the curated data's `spacegroup` column
 
-_log = get_logger(__name__)
+_log = logging.getLogger(__name__)  # its lines reach the stage logger (`crystalrl.io.get_logger`)
 _TOKEN = re.compile(r"([A-Z][a-z]?)(\d*\.?\d*)")
 _CIF_FORMULA_SUM = re.compile(r"^_chemical_formula_sum\s+['\"]?([^'\"\n]+)['\"]?\s*$", re.M)
 

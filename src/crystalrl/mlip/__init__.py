@@ -27,14 +27,7 @@ def __getattr__(name: str):
         return getattr(base, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["BACKENDS", "MLIP", "BatchedMLIP", "MLIPConfig", "check_config", "get_mlip", "load_mlip",
+__all__ = ["BACKENDS", "MLIP", "BatchedMLIP", "MLIPConfig", "check_config", "load_mlip",
            "resolve_device"]
 
 
-def get_mlip(name: str, *, model: str | None = None, weights_path: str | None = None,
-             device: str = "cpu", **options) -> MLIP:
-    """Deprecated: `load_mlip(MLIPConfig.from_dict({...}))` is the one way; kept for old callers."""
-    cfg = MLIPConfig.from_dict({"backend": name if ":" in name else name.lower(), "model": model,
-                                "weights_path": None if weights_path is None else str(weights_path),
-                                "device": device, "options": options})
-    return load_mlip(cfg)

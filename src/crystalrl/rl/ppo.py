@@ -47,7 +47,6 @@ from crystalrl.train.checkpoint import CheckpointStore
 from crystalrl.train.loop import data_mesh, make_optimizer, micro_batches
 
 _LOG = logging.getLogger("crystalrl.ppo")
-TOKENS = TOKEN_KEYS
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,7 @@ class PPOConfig(SectionConfig):
 
 def total_logp(model, batch) -> jax.Array:
     """log p(W, A, X, L | G) per sample (B,), dropout off."""
-    t = logp_terms(model, *(batch[k] for k in TOKENS), deterministic=True)
+    t = logp_terms(model, *(batch[k] for k in TOKEN_KEYS), deterministic=True)
     return t["logp_w"] + t["logp_xyz"] + t["logp_a"] + t["logp_l"]
 
 
