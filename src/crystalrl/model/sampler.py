@@ -94,7 +94,7 @@ def cache_stages(seq_len: int, n_stages: int = 3) -> list[int]:
 
 # ---------------------------------------------------------------------- the loop
 @functools.partial(jax.jit, static_argnames=("graphdef", "use_top_p"))
-def _sample_chunk(graphdef, state, key, G_b, atom_mask_na, temperature, top_p, *, use_top_p):
+def _sample_chunk(graphdef, state, key, G_b, atom_mask_na, atom_bias_na, temperature, top_p, *, use_top_p):
     """One `while_loop` iteration feeds one token at position t and draws the next
     variable from its output; `lax.switch` on t % 5 picks what is drawn, so the
     transformer step is compiled once."""
@@ -121,7 +121,8 @@ def _sample_chunk(graphdef, state, key, G_b, atom_mask_na, temperature, top_p, *
         ka, kl = jax.random.split(key)
         lp_a = lk.a_logprob(out[:, :cfg.atom_types], w)
         allowed = atom_mask_na[i][None, :] | (jnp.arange(lp_a.shape[-1]) == 0)
-        a = sample_top_p(ka, jnp.where(allowed, lp_a, -jnp.inf), **draw).astype(jnp.int32)
+        # the bias steers the draw only: logp_a records the model's own log-probability
+        a = sample_top_p(ka, jnp.where(allowed, lp_a + atom_bias_na[i][None, :], -jnp.inf), **draw).astype(jnp.int32)
         lat = lk.lattice_params(out, cfg)
         L_new = _draw_lattice(kl, lat, **draw)
         lp_l = jnp.where(latmask, lk.lattice_logp_per_dim(L_new, *lat), 0.0).sum(-1)
@@ -256,7 +257,7 @@ class SampleBatch:
 _COMPILED: dict = {}
 
 
-def _compiled_chunk(graphdef, state, key, g, mask, temperature, top_p, use_top_p):
+def _compiled_chunk(graphdef, state, key, g, mask, bias, temperature, top_p, use_top_p):
     """The compiled sampler for these shapes and this device, and the seconds compiling it took here.
 
     Compiling ahead of time keeps compilation out of the sampling time (S.U.N. per
@@ -267,17 +268,20 @@ def _compiled_chunk(graphdef, state, key, g, mask, temperature, top_p, use_top_p
     if sig in _COMPILED:
         return _COMPILED[sig], 0.0
     t0 = time.perf_counter()
-    fn = _sample_chunk.lower(graphdef, state, key, g, mask, temperature, top_p, use_top_p=use_top_p).compile()
+    fn = _sample_chunk.lower(graphdef, state, key, g, mask, bias, temperature, top_p, use_top_p=use_top_p).compile()
     _COMPILED[sig] = fn
     return fn, time.perf_counter() - t0
 
 
 def sample(model, key, G_b, *, temperature: float = 1.0, top_p: float = 1.0,
-           atom_mask=None, chunk_size: int | None = None, dtype=jnp.float32, devices=None) -> SampleBatch:
+           atom_mask=None, atom_bias=None, chunk_size: int | None = None, dtype=jnp.float32,
+           devices=None) -> SampleBatch:
     """Draw one crystal per entry of `G_b` (space groups 1..230) -> `SampleBatch`.
 
     atom_mask: None (all elements), (atom_types,) or (n_max, atom_types) bool of
-    allowed elements (per site). Rows are processed in chunks of `chunk_size`
+    allowed elements (per site). atom_bias: None, (atom_types,) or (n_max, atom_types) float
+    added to the element log-probs before drawing (a composition bias, `crystalrl.model.condition`);
+    the recorded logp_a stays the model's own. Rows are processed in chunks of `chunk_size`
     (default: fits the cache in CACHE_BUDGET_BYTES, and at most an even share of the
     rows per device); chunk c uses fold_in(key, c) and runs on device c mod the number of
     `devices` (default: every local device), all chunks at once. Results are
@@ -296,6 +300,10 @@ def sample(model, key, G_b, *, temperature: float = 1.0, top_p: float = 1.0,
         np.broadcast_to(np.asarray(atom_mask, bool), (cfg.n_max, cfg.atom_types)).copy()
     if not mask[:, 1:].any(axis=1).all():
         raise ValueError("sample: atom_mask allows no element for some site")
+    bias = np.zeros((cfg.n_max, cfg.atom_types), np.float32) if atom_bias is None else \
+        np.broadcast_to(np.asarray(atom_bias, np.float32), (cfg.n_max, cfg.atom_types)).copy()
+    if not np.isfinite(bias).all():
+        raise ValueError("sample: atom_bias must be finite (use atom_mask to forbid an element)")
 
     devices = list(jax.local_devices() if devices is None else devices)
     # XLA's RngBitGenerator keys compile much faster than threefry inside the loop
@@ -312,11 +320,12 @@ def sample(model, key, G_b, *, temperature: float = 1.0, top_p: float = 1.0,
     for c, start in enumerate(range(0, B, size)):
         device = devices[c % len(devices)]
         if device not in on_device:
-            on_device[device] = jax.device_put((state, jnp.asarray(mask), temperature, top_p), device)
-        st, mk, temp, tp = on_device[device]
+            on_device[device] = jax.device_put((state, jnp.asarray(mask), jnp.asarray(bias, dtype), temperature,
+                                                top_p), device)
+        st, mk, bs, temp, tp = on_device[device]
         g = G_b[start:start + size]
         g_pad = jax.device_put(np.concatenate([g, np.full(size - g.size, g[0], np.int32)]), device)  # one compile
-        args = (st, jax.device_put(jax.random.fold_in(key, c), device), g_pad, mk, temp, tp)
+        args = (st, jax.device_put(jax.random.fold_in(key, c), device), g_pad, mk, bs, temp, tp)
         fn, t_compile = _compiled_chunk(graphdef, *args, use_top_p)
         compile_seconds += t_compile
         pending.append((g.size, args, fn))

@@ -36,6 +36,7 @@ from crystalrl.config import SectionConfig
 from crystalrl.devices import release_torch_cache
 from crystalrl.digest import digest_arrays
 from crystalrl.io import write_parquet_atomic
+from crystalrl.model.condition import atom_bias, atom_mask, lacks_required
 from crystalrl.model.likelihood import logp_terms
 from crystalrl.model.sampler import SampleBatch, sample
 from crystalrl.model.store import abstract_like, params_of
@@ -78,6 +79,9 @@ class PPOConfig(SectionConfig):
     temperature: float
     top_p: float
     guards: dict
+    elements: list | None
+    composition_bias: dict
+    require_elements: list
 
 
 def total_logp(model, batch) -> jax.Array:
@@ -189,6 +193,8 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
         raise ValueError(f"config key 'ppo.group_size': {cfg.group_size} does not divide ppo.batch_size "
                          f"{cfg.batch_size}")
     update = _make_update(graphdef, rest, tx, cfg.beta, eps, mesh, n_micro)
+    # conditioning steers the draw; the log p of the ratio and the KL is the model's own (crystalrl.model.condition)
+    mask, bias = atom_mask(cfg.elements, policy.cfg), atom_bias(cfg.composition_bias, policy.cfg)
     logp = _logp_fn(graphdef, rest, mesh)
     state = dict(params=nnx.to_pure_dict(params0), opt_state=None)
     state["opt_state"] = tx.init(state["params"])
@@ -221,11 +227,17 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
             else:
                 G = draw_spacegroups(k_g, sg_probs, cfg.batch_size)
             nnx.update(policy, _as_state(params0, state["params"]))
-            out = sample(policy, k_s, G, temperature=cfg.temperature, top_p=cfg.top_p, devices=list(mesh.devices.flat))
+            out = sample(policy, k_s, G, temperature=cfg.temperature, top_p=cfg.top_p, atom_mask=mask, atom_bias=bias,
+                         devices=list(mesh.devices.flat))
             t_sample = time.time() - t0
-            rr = reward_fn(decode(out) if decode is not None else out.decode()[0])
+            structures = decode(out) if decode is not None else out.decode()[0]
+            rr = reward_fn(structures)
             release_torch_cache()  # the reward's MLIP hands its GPU cache back before JAX's update
             r = np.asarray(rr.reward, np.float64)
+            if cfg.require_elements:  # crystalrl.model.condition: what the sampler cannot force, the reward teaches
+                lacking = lacks_required(structures, cfg.require_elements)
+                r = np.where(lacking, r.min(), r)
+                rr.extras["lacks_required"] = lacking.astype(np.float64)
             # samples a guard abstains (crystalrl.rl.guards) get zero advantage and stay out of the baseline
             abstain = np.zeros(r.shape, bool) if rr.abstain is None else np.asarray(rr.abstain, bool)
             if not abstain.all():

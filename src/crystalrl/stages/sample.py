@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from crystalrl.io import write_parquet_atomic
-from crystalrl.model.sampler import SampleBatch, element_mask, sample
+from crystalrl.model.condition import atom_bias, atom_mask
+from crystalrl.model.sampler import SampleBatch, sample
 from crystalrl.model.store import load_model
 from crystalrl.spacegroups import sample_set_spacegroups
 
@@ -24,12 +25,13 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     model, cfg = load_model(inputs.model)
     train_G = pd.read_parquet(inputs.train_tokens, columns=["G"])["G"].to_numpy()
     G = sample_set_spacegroups(p["spacegroups"], int(p["n_samples"]), train_G, int(p["seed"]))
-    mask = None if p["elements"] is None else element_mask(p["elements"], cfg)
+    mask, bias = atom_mask(p["elements"], cfg), atom_bias(p.get("composition_bias"), cfg)
     bs, key = int(p["batch_size"]), jax.random.key(int(p["seed"]))
     parts, seconds = [], []
     for start in range(0, G.size, bs):
         batch = sample(model, jax.random.fold_in(key, start // bs), G[start:start + bs],
-                       temperature=float(p["temperature"]), top_p=float(p["top_p"]), atom_mask=mask)
+                       temperature=float(p["temperature"]), top_p=float(p["top_p"]), atom_mask=mask,
+                       atom_bias=bias)
         parts.append(batch)
         seconds.append(np.full(len(batch), batch.seconds / len(batch)))
         log.info("%s: sampled %d / %d (%.2f s, compile %.2f s)", name, start + len(batch), G.size,
