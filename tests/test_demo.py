@@ -52,6 +52,26 @@ def test_demo_writes_every_figure_and_table_within_15_minutes(demo):
     assert demo.minutes < 15, f"demo took {demo.minutes:.1f} min"
 
 
+def test_demo_hands_on_candidates_a_chemist_can_open(demo):
+    """Issue 26: per model a candidates folder: the table, a CIF per candidate, one extxyz, MPRelaxSet
+    folders for the best, and every decodable sample in LeMat-GenBench's CSV form."""
+    from ase.io import read as ase_read
+    from pymatgen.core import Structure
+
+    dft_dirs = 0
+    for model in demo.config["evaluate"]["models"]:
+        folder = demo.res / "candidates" / model
+        table = pd.read_csv(folder / "candidates.csv", keep_default_na=False)
+        assert (table["e_hull"] <= 0.1).all() and table["valid"].all()
+        for cif in table["cif_file"]:
+            assert len(Structure.from_file(folder / cif)) == len(ase_read(folder / cif))
+        if len(table):
+            assert len(ase_read(folder / f"{model}.extxyz", index=":")) == len(table)
+        dft_dirs += sum(1 for d in table["dft_dir"] if d and (folder / d / "POSCAR").exists())
+        assert len(pd.read_csv(folder / "lemat_genbench.csv")) > 64
+    assert dft_dirs >= 1  # the demo's models make a few stable samples between them
+
+
 def test_report_html_embeds_every_figure(demo):
     snakemake(demo.wd, "--report", "report.html")
     html = (demo.wd / "report.html").read_text(errors="replace")
@@ -69,8 +89,8 @@ def test_second_run_is_a_noop_and_ppo_beta_reruns_only_downstream(demo):
         jobs = planned_jobs(snakemake(demo.wd, "-n"))
     finally:
         extra.write_text(yaml.safe_dump({}))
-    assert set(jobs) == {"ppo", "sample", "evaluate", "sun_table", "report", "all"}, jobs
-    assert jobs["sample"] == 2 and jobs["evaluate"] == 2  # ppo_ehull's two sample sets only
+    assert set(jobs) == {"ppo", "sample", "evaluate", "sun_table", "report", "candidates", "all"}, jobs
+    assert jobs["sample"] == 2 and jobs["evaluate"] == 2 and jobs["candidates"] == 1  # ppo_ehull's only
 
 
 def test_ppo_lowers_e_hull_of_fresh_samples_beyond_seed_noise(demo):

@@ -40,7 +40,7 @@ GPU_RULES = {"pretrain", "sample", "relax_chunk", "sft", "ppo", "evaluate"}
 EXPECTED = {"curate_shard": (2, 4000), "curate": (2, 4000), "tokenize": (2, 4000), "pretrain": (2, 8000), "sample": (2, 4000),
             "relax_chunk": (1, 4000), "merge_relax": (1, 1000), "sft_data": (1, 1000), "sft": (2, 8000),
             "ppo": (2, 8000), "evaluate": (2, 4000), "sun_table": (1, 1000), "report": (1, 1000)}
-LOCAL_RULES = {"all", "sun_table_default_run"}
+LOCAL_RULES = {"all", "sun_table_default_run", "candidates"}
 # The reduced demo's jobs last 10-50 s: the first status poll 2 s after a submission instead
 # of the profile's 10 (the plugin adds 10 s per poll that sees no job end), so that the
 # serial DAG does not spend a third of its time waiting for polls. The profile is unchanged.

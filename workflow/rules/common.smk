@@ -123,10 +123,14 @@ DIELECTRIC_MODELS = (
 )
 DIELECTRIC_SPACEGROUPS = dielectric_spacegroups(DIELECTRIC_RUNS)
 
-ALL_TARGETS = [
-    f"{R}/sun_by_spacegroup.csv",
-    f"{R}/figures/sun_per_spacegroup.png",
-] + ([f"{R}/figures/dielectric_pareto.png"] if DIELECTRIC_RUNS else [])
+ALL_TARGETS = (
+    [
+        f"{R}/sun_by_spacegroup.csv",
+        f"{R}/figures/sun_per_spacegroup.png",
+    ]
+    + [f"{R}/candidates/{m}" for m in MODELS]
+    + ([f"{R}/figures/dielectric_pareto.png"] if DIELECTRIC_RUNS else [])
+)
 
 
 # MLIP weights that the backend would download in every GPU job are fetched once, on the

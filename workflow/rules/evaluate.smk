@@ -50,6 +50,33 @@ rule sun_table:
         "../scripts/sun_table.py"
 
 
+# Light file writing (CIFs, extxyz, MPRelaxSet inputs): on the submitting host, not a job.
+rule candidates:
+    """Candidates of one model to take further: table, CIFs, extxyz, DFT inputs, benchmark export."""
+    input:
+        evals=lambda w: expand(
+            rules.evaluate.output.eval, model=w.model, set=SAMPLE_SETS
+        ),
+        samples=lambda w: expand(
+            rules.sample.output.samples, model=w.model, set=SAMPLE_SETS
+        ),
+    output:
+        folder=directory(f"{R}/candidates/{{model}}"),
+    log:
+        f"{LOGS}/candidates_{{model}}.log",
+    benchmark:
+        f"{BENCH}/candidates_{{model}}.tsv"
+    localrule: True
+    conda:
+        f"{ENVS}/data.yaml"
+    params:
+        candidates=config["candidates"],
+        min_distance=config["evaluate"]["min_distance"],
+        model_name=lambda w: w.model,
+    script:
+        "../scripts/candidates.py"
+
+
 # `snakemake results/sun_by_spacegroup.csv` builds the table of the configured run.
 rule sun_table_default_run:
     input:

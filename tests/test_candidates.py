@@ -1,0 +1,65 @@
+"""The hand-off folder (crystalrl.evaluate.candidates): the table keeps every candidate, a
+collapsed one with its reason and no DFT folder; CIFs and extxyz round-trip through ASE and
+pymatgen; DFT folders are MPRelaxSet's without POTCARs; the benchmark export has every sample."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from ase.io import read as ase_read
+from pymatgen.core import Lattice, Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from crystalrl.evaluate.candidates import CandidatesConfig, candidate_table, write_candidates
+
+GOOD = {"NaCl": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+        "Si": Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]),
+        "MgO": Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])}
+COLLAPSED = Structure(Lattice.cubic(4.0), ["Fe", "O"], [[0, 0, 0], [0.01, 0, 0]])  # atoms 0.04 A apart
+
+
+def _tables():
+    structures = [GOOD["NaCl"], COLLAPSED, GOOD["Si"], GOOD["MgO"], None]
+    ids = [f"m-{i:06d}" for i in range(len(structures))]
+    samples = pd.DataFrame({"sample_id": ids, "cif": [s.to(fmt="cif") if s is not None else "" for s in structures]})
+    ev = pd.DataFrame({"sample_id": ids, "G": [225, 1, 227, 225, 1],
+                       "formula": ["NaCl", "FeO", "Si", "MgO", ""], "valid": [True, True, True, True, False],
+                       "unique": True, "e_hull": [0.05, -2.0, 0.0, 0.5, np.nan]})
+    return {"dist": ev}, {"dist": samples}
+
+
+def test_candidates_folder_keeps_every_candidate_and_round_trips(tmp_path):
+    evals, samples = _tables()
+    cfg = CandidatesConfig.from_dict(dict(max_e_hull=0.1, top_n=2))
+    table = write_candidates(candidate_table(evals, samples, cfg), samples, "m", tmp_path, cfg, min_distance=0.5)
+    # MgO (0.5 eV/atom) and the undecodable sample are not candidates; the rest, best first
+    assert table["formula"].tolist() == ["FeO", "Si", "NaCl"]
+    collapsed = table.iloc[0]
+    assert collapsed["dft_dir"] == "" and "interatomic distance" in collapsed["dft_reason"]
+    assert not (tmp_path / "dft" / collapsed["candidate_id"]).exists()
+    si = table.iloc[1]
+    written = sorted(p.name for p in (tmp_path / si["dft_dir"]).iterdir())
+    assert written == ["INCAR", "KPOINTS", "POSCAR", "POTCAR.spec"]  # no licensed POTCAR
+    assert table.iloc[2]["dft_reason"] == "not in the top 2 by e_hull"
+    csv = pd.read_csv(tmp_path / "candidates.csv")
+    assert csv["candidate_id"].tolist() == table["candidate_id"].tolist()
+
+    # every CIF and every extxyz frame reads back, in both libraries, as the structure it came from
+    frames = ase_read(tmp_path / "m.extxyz", index=":")
+    assert [f.info["candidate_id"] for f in frames] == table["candidate_id"].tolist()
+    for row, frame in zip(table.itertuples(), frames):
+        via_pmg = Structure.from_file(tmp_path / row.cif_file)
+        via_ase = AseAtomsAdaptor.get_structure(ase_read(tmp_path / row.cif_file))
+        from_xyz = AseAtomsAdaptor.get_structure(frame)
+        for s in (via_pmg, via_ase, from_xyz):
+            assert s.composition.reduced_formula == row.formula and len(s) == len(via_pmg)
+            assert s.lattice.volume == pytest.approx(via_pmg.lattice.volume, rel=1e-4)
+
+    export = pd.read_csv(tmp_path / "lemat_genbench.csv")
+    assert len(export) == 4 and all(Structure.from_str(c, fmt="cif") for c in export["cif_string"])
+
+
+def test_unknown_sort_key_names_the_config_key():
+    evals, samples = _tables()
+    with pytest.raises(ValueError, match="candidates.sort_by"):
+        candidate_table(evals, samples, CandidatesConfig.from_dict(dict(sort_by="ehull")))
