@@ -60,3 +60,25 @@ def test_figures_are_written(tmp_path):
 def test_markdown_table(tmp_path):
     paths = tables.write_table(pd.DataFrame({"model": ["base"], "rate": [0.12345]}), tmp_path / "t")
     assert paths[1].read_text().splitlines() == ["| model | rate |", "|---|---|", "| base | 0.123 |"]
+
+
+def test_reward_audit_flags_a_batch_that_is_half_single_elements(tmp_path):
+    """Issue 26: a PPO batch that is half single-element crystals (the base: one in ten) is
+    flagged with a plain verdict; a model like the base is not."""
+    import pandas as pd
+
+    from crystalrl.evaluate.audit import audit_table
+    from crystalrl.report import figures
+
+    multi = ["NaCl", "MgO", "LiFeO2", "TiO2", "GaN", "ZnS", "CaF2", "BaTiO3", "SiC", "AlN"]
+    base = pd.DataFrame({"formula": multi[:9] + ["Si"], "e_hull": [0.3] * 10})
+    same = pd.DataFrame({"formula": multi[1:] + ["O2"], "e_hull": [0.2] * 10})
+    hacked = pd.DataFrame({"formula": multi[:5] + ["Si", "O2", "Fe", "S", "Cu"], "e_hull": [0.2] * 9 + [-0.5]})
+    table = audit_table({"base": base, "sft": same, "ppo_ehull": hacked}, train_formulas=multi * 3)
+    v = table.set_index("model")["verdict"]
+    assert v["base"] == "reference" and "no sign" in v["sft"]
+    assert "single-element share 10% -> 50%" in v["ppo_ehull"] and "inspect" in v["ppo_ehull"]
+    assert table.set_index("model").loc["ppo_ehull", "below_hull_frac"] == 0.1
+    assert "Si" in table.set_index("model").loc["ppo_ehull", "element_drift"] or "O" in table.set_index("model").loc["ppo_ehull", "element_drift"]
+    figures.reward_audit(table, tmp_path / "audit.png")
+    assert (tmp_path / "audit.png").stat().st_size > 10_000

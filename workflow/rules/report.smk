@@ -9,6 +9,7 @@ rule report:
         pretrain_metrics=[] if BASE_FROM else [rules.pretrain.output.metrics],
         sft_metrics=[rules.sft.output.metrics] if "sft" in MODELS else [],
         ppo_metrics=expand(rules.ppo.output.metrics, name=PPO_RUNS),
+        train=rules.curate.output.train,
     output:
         pretrain=report(
             f"{R}/figures/pretrain_loss.png",
@@ -28,6 +29,11 @@ rule report:
         sun=report(
             f"{R}/figures/sun_per_spacegroup.png",
             caption="../report/sun_per_spacegroup.rst",
+            category="Evaluation",
+        ),
+        audit=report(
+            f"{R}/figures/reward_audit.png",
+            caption="../report/reward_audit.rst",
             category="Evaluation",
         ),
         tables=report(

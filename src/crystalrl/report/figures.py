@@ -135,3 +135,21 @@ def dielectric_scatter(preds: dict[str, pd.DataFrame], path) -> None:
     ax.set_title("Band gap vs dielectric constant (lines: Pareto fronts)")
     ax.legend()
     _save(fig, path)
+
+
+def reward_audit(table: pd.DataFrame, path) -> None:
+    """The reward-hacking audit (`crystalrl.evaluate.audit`): per model the share of single-element
+    samples, of samples below -0.1 eV/atom and of repeated formulas, as grouped bars."""
+    cols = [("single_element_frac", "single element"), ("below_hull_frac", "e_hull < -0.1 eV/atom"),
+            ("repeated_formula_frac", "repeated formula")]
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    width = 0.8 / max(len(table), 1)
+    x = np.arange(len(cols))
+    for i, row in enumerate(table.itertuples()):
+        values = [100 * getattr(row, c) for c, _ in cols]
+        ax.bar(x + i * width, values, width, label=row.model, color=model_color(row.model))
+    ax.set_xticks(x + width * (len(table) - 1) / 2, [label for _, label in cols])
+    ax.set_ylabel("% of decoded (or scored) samples")
+    ax.set_title("Reward-hacking audit (samples of the training distribution of space groups)")
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -5,6 +5,7 @@ import jax
 import numpy as np
 import pandas as pd
 
+from crystalrl.evaluate.audit import audit_shares
 from crystalrl.model.sampler import sample
 from crystalrl.spacegroups import draw_spacegroups
 
@@ -32,16 +33,7 @@ def fresh_sample_rewards(models: dict[str, object], reward_fn, sg_probs: np.ndar
     return pd.DataFrame(rows)
 
 
+
 def hacking_audit(structures, e_hull=None) -> dict[str, float]:
-    """The shares that show a reward being hacked (`crystalrl.rl.guards`): single-element
-    samples among the decoded ones, and with an e_hull (eV/atom, NaN where unscored) the
-    share of scored samples below -0.1 and the mean e_hull of scored multi-element samples."""
-    n_el = np.array([len(s.composition.elements) if s is not None else 0 for s in structures])
-    out = dict(single_element_frac=float(np.mean(n_el[n_el > 0] == 1)) if (n_el > 0).any() else np.nan)
-    if e_hull is not None:
-        e = np.asarray(e_hull, np.float64)
-        scored = np.isfinite(e)
-        out["below_hull_frac"] = float(np.mean(e[scored] < -0.1)) if scored.any() else np.nan
-        multi = scored & (n_el > 1)
-        out["e_hull_multi_mean"] = float(np.mean(e[multi])) if multi.any() else np.nan
-    return out
+    """The reward-hacking shares (`crystalrl.evaluate.audit.audit_shares`) of sampled structures."""
+    return audit_shares([None if s is None else s.composition.reduced_formula for s in structures], e_hull)

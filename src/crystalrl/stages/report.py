@@ -1,8 +1,9 @@
 """Stage `report`: the paper's figures (PNG) and tables (CSV + Markdown) of a run.
 
-inputs: sun (the S.U.N. table), evals, pretrain_metrics (list; empty for an imported base), sft_metrics (list), ppo_metrics
+inputs: sun (the S.U.N. table), evals, train (the curated train split: element frequencies of
+the reward-hacking audit, `crystalrl.evaluate.audit`), pretrain_metrics (list; empty for an imported base), sft_metrics (list), ppo_metrics
 (list, in the order of params.ppo_runs); params: ppo_runs, stable (threshold);
-outputs: pretrain, ppo, ehull, sun (figures), tables (folder).
+outputs: pretrain, ppo, ehull, sun, audit (figures), tables (folder).
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from crystalrl.evaluate.audit import audit_table
 from crystalrl.report import figures, tables
 from crystalrl.stages.sun_table import read_evals
 
@@ -32,5 +34,11 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     tables.write_table(tables.overall(evals["dist"]), out / "overall")
     tables.write_table(sun, out / "sun_by_spacegroup")
     tables.write_table(tables.validity(evals["dist"]), out / "validity")
+    train = pd.read_parquet(inputs.train, columns=["formula"])["formula"].tolist()
+    audit = audit_table(evals["dist"], train)
+    tables.write_table(audit, out / "reward_audit")
+    figures.reward_audit(audit, outputs.audit)
+    for row in audit.itertuples():
+        log.info("reward-hacking audit, %s: %s", row.model, row.verdict)
     log.info("wrote figures %s and tables in %s",
              [outputs.pretrain, outputs.ppo, outputs.ehull, outputs.sun], outputs.tables)
