@@ -4,7 +4,7 @@ As the paper: an MLIP single point of the unrelaxed sample (energy only), MP2020
 corrections where the MLIP's energies need them (`MLIP.mp2020_corrected`), then the
 energy above the reference hull. Samples that cannot be scored get NaN and a reason,
 and never reach the MLIP:
-- structurally invalid ones (atoms closer than 0.5 A): their MLIP energies are
+- structurally invalid ones (atoms closer than `crystalrl.structures.MIN_DISTANCE`): their MLIP energies are
   meaningless and their neighbour lists explode (minutes per structure);
 - ones with an element the hull reference lacks: no e_hull exists whatever the MLIP
   says, and some (Z > 94 for CHGNet) break the MLIP's batching.

@@ -4,7 +4,7 @@ Named in config (`ppo.reward`):
 - `ehull`: minus the energy above the convex hull of the structure as generated
   (MLIP single point + MP2020 corrections + hull), clipped to [-clip, clip] as the
   paper's code does; a structure that could not be decoded, has atoms closer than
-  0.5 A (structurally invalid), holds an element the hull reference lacks, or could
+  `crystalrl.structures.MIN_DISTANCE` (structurally invalid), holds an element the hull reference lacks, or could
   not be scored gets the worst value, -clip, and is counted.
 - `dielectric_fom`: band gap x total dielectric constant (matgl models); undecodable,
   overlapping or unscorable samples get 0 (the paper's code's dummy value).
@@ -64,7 +64,7 @@ def dielectric_fom_reward(predictor, *, dummy: float = 0.0, batch_size: int = 64
 
     def reward(structures):
         n = len(structures)
-        # overlapping atoms (< 0.5 A) have no meaningful band gap or dielectric response
+        # overlapping atoms (< MIN_DISTANCE) have no meaningful band gap or dielectric response
         idx = np.flatnonzero([s is not None and structure_validity(s)[0] for s in structures])
         fom, gap, eps = (np.full(n, np.nan) for _ in range(3))
         if idx.size:

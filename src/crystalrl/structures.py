@@ -16,6 +16,13 @@ from typing import Any
 
 from pymatgen.core import Structure
 
+from crystalrl.config import section
+
+#: Å: atoms closer than this make a structure broken (CDVAE's and CrystalFormer's validity cut).
+#: The one home of the number: the schema's `evaluate.min_distance` default, read by curation,
+#: the relaxation guards, the evaluation and the rewards alike.
+MIN_DISTANCE: float = section("evaluate")["min_distance"]
+
 
 def parse_structure(obj: Any) -> Structure:
     """CIF text, a Structure dict (or its str/JSON form), an ASE Atoms or a Structure -> Structure.

@@ -7,7 +7,7 @@ reason in `rejected`, stage "curate"):
    checked before parsing, since most rows of a raw Alexandria dump fail it;
 3. the structure parses with pymatgen (CIF, Structure dict or its str form);
 4. ordered (no partial occupancies), every species an element H..Og (pymatgen reads
-   an unknown symbol such as `Xx` as a dummy species), no two atoms closer than 0.5 A;
+   an unknown symbol such as `Xx` as a dummy species), no two atoms closer than `crystalrl.structures.MIN_DISTANCE`;
 5. `n_atoms <= max_atoms` (inclusive, default 20: Alex-20 and MP-20 keep <= 20 sites
    of the stored cell; set 19 for the paper's "fewer than 20");
 6. the Wyckoff representation fits: the number of symmetry-inequivalent sites
@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from crystalrl.data.sources import Row
-from crystalrl.structures import parse_structure, unknown_elements
+from crystalrl.structures import MIN_DISTANCE, parse_structure, unknown_elements
 
 SPLITS = ("train", "val", "test")
 OUTPUT_COLUMNS = ["id", "source", "cif", "formula", "n_atoms", "spacegroup", "e_above_hull", "split"]
@@ -50,7 +50,6 @@ REJECTED_COLUMNS = ["id", "source", "stage", "reason"]
 STAGE = "curate"
 SPACEGROUP_SYMPREC = 0.1   # the `spacegroup` column (docs/artifacts.md)
 WYCKOFF_SYMPREC = 0.01     # the tokenizer's symprec
-MIN_DISTANCE = 0.5         # A; closer atoms mean a broken structure
 
 log = logging.getLogger(__name__)
 

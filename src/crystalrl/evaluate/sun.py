@@ -1,7 +1,7 @@
 """Per-sample evaluation (valid, stable, unique, novel, S.U.N.) and the S.U.N. table.
 
 Definitions (paper, Sec. 3; MatterGen's S.U.N.):
-- valid = structurally valid (distances >= 0.5 A, volume >= 0.1 A^3) and
+- valid = structurally valid (distances >= `crystalrl.structures.MIN_DISTANCE`, volume >= 0.1 A^3) and
   compositionally valid (SMACT), see `validity.py`.
 - stable = e_hull < `stable_threshold` (0.1 eV/atom), e_hull of the sample as
   generated (MLIP single point, no relaxation, as the paper). NaN e_hull -> not stable.

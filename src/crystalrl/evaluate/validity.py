@@ -1,7 +1,7 @@
 """Structural and compositional validity of generated crystals (CDVAE's definitions).
 
 Structural: every interatomic distance, periodic images included, is at least
-`cutoff` (0.5 A) and the cell volume is at least `min_volume` (0.1 A^3).
+`cutoff` (`crystalrl.structures.MIN_DISTANCE`) and the cell volume is at least `min_volume` (0.1 A^3).
 Compositional: SMACT charge neutrality with the Pauling electronegativity test;
 a single element or an all-metal composition (alloy) counts as valid. The check
 is `smact.screening.smact_validity` with the `smact14` oxidation states, i.e. the
@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Composition, Structure
 
-MIN_DISTANCE = 0.5  # A
+from crystalrl.structures import MIN_DISTANCE
+
 MIN_VOLUME = 0.1  # A^3
 OXIDATION_STATES_SET = "smact14"
 

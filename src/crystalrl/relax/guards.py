@@ -6,12 +6,14 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 
+from crystalrl.structures import MIN_DISTANCE
+
 
 @dataclass(frozen=True)
 class Guards:
     """Limits beyond which a relaxation counts as exploded (not config: physics sanity bounds)."""
 
-    min_distance: float = 0.5          # Å, also the structural-validity cutoff of CDVAE/CrystalFormer
+    min_distance: float = MIN_DISTANCE  # Å, the structural-validity cut (crystalrl.structures)
     min_energy_per_atom: float = -50.0  # eV/atom; real solids lie above about -15
     max_volume_ratio: float = 5.0       # V/V0 outside [1/r, r]
 
