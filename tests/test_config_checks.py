@@ -38,11 +38,11 @@ BAD = {
     "URL without a file name": ({"data": {"source": "mp20_csv", "path": "raw/", "urls": ["https://example.org/a/.."]}},
                                 "data.urls.0", "does not end in a file name"),
     "NaN": ({"ppo": {"lr": float("nan")}}, "ppo.lr", "not a finite number"),
-    "RL algorithm": ({"ppo_runs": {"ehull": {"algorithm": "gpro"}}}, "ppo_runs.ehull.algorithm", "is not one of"),
-    "guard": ({"ppo": {"guards": {"single_elements": "abstain"}}}, "ppo.guards.single_elements",
-              "did you mean 'single_element'"),
-    "reward weight": ({"ppo": {"reward": {"ehull": {"weight": -0.5}, "diversity": {}}}}, "ppo.reward.ehull.weight",
-                      "less than the minimum"),
+    # three RL mistakes in one config: the check lists every one, each naming its key
+    "RL algorithm, guard, reward weight": ({"ppo": {"algorithm": "gpro", "guards": {"single_elements": "abstain"},
+                                                    "reward": {"ehull": {"weight": -0.5}, "diversity": {}}}},
+                                           ("ppo.algorithm", "ppo.guards.single_elements", "ppo.reward.ehull.weight"),
+                                           "did you mean 'single_element'"),
     "infinity": ({"sample": {"temperature": float("inf")}}, "sample.temperature", "not a finite number"),
     "elemental entries": ({"hull": {"reference": "no_such_formation.csv.gz", "format": "formation_table",
                                     "elemental_entries": "no_such_entries.json.gz"}},
@@ -86,7 +86,8 @@ def test_bad_config_stops_before_any_job(case, used_workdir, tmp_path):
         proc = run(wd, _merge(GOOD, overrides), "-n", TARGET)
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0, f"{case}: the dry run went ahead in {wd}:\n{out[-2000:]}"
-        assert f"config key '{key}'" in out and fragment in out, f"{case}:\n{out[-2000:]}"
+        keys = key if isinstance(key, tuple) else (key,)
+        assert all(f"config key '{k}'" in out for k in keys) and fragment in out, f"{case}:\n{out[-2000:]}"
         assert "Nothing to be done" not in out
     after = {p: p.stat().st_mtime_ns for p in (used_workdir / "results").rglob("*") if p.is_file()}
     assert after == before  # the finished results are untouched
