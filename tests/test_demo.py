@@ -72,6 +72,19 @@ def test_demo_hands_on_candidates_a_chemist_can_open(demo):
     assert dft_dirs >= 1  # the demo's models make a few stable samples between them
 
 
+def test_training_curves_are_in_tensorboard(demo):
+    """Issue 28: pretrain, SFT and PPO leave TensorBoard event files that tensorboard's own reader
+    loads, with the steps of their metrics tables."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for name, tag in (("pretrain_base", "val_loss"), ("sft", "val_loss"), ("ppo_ehull", "reward_mean")):
+        acc = EventAccumulator(str(demo.res / "tensorboard" / name))
+        acc.Reload()
+        metrics = pd.read_parquet(demo.res / "metrics" / f"{name}.parquet")
+        steps = [e.step for e in acc.Scalars(tag)]
+        assert steps == metrics.dropna(subset=[tag])["step"].tolist(), (name, steps)
+
+
 def test_report_html_embeds_every_figure(demo):
     snakemake(demo.wd, "--report", "report.html")
     html = (demo.wd / "report.html").read_text(errors="replace")

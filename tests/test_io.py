@@ -115,3 +115,27 @@ def test_stage_log_lines_appear_once(tmp_path, capfd):
     text = (tmp_path / "rule.log").read_text()
     assert text.count("one line") == 1 and text.count("a module's line") == 1, text
     assert capfd.readouterr().err.count("one line") == 1
+
+
+def test_metrics_table_is_mirrored_into_tensorboard_event_files(tmp_path):
+    """Issue 28: live curves. Rows of a metrics table appear as scalars that TensorBoard's own
+    reader loads; a second job (a resumed run) rewrites the history without repeating a step."""
+    import pandas as pd
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from crystalrl.curves import CurveMirror
+
+    path = tmp_path / "results" / "demo" / "metrics" / "ppo_ehull.parquet"
+    path.parent.mkdir(parents=True)
+    rows = [dict(step=s, reward_mean=-5.0 + s, kl=0.1 * s, reward_ehull_mean=-4.0) for s in (1, 2, 3)]
+    pd.DataFrame(rows[:2]).to_parquet(path)
+    with CurveMirror(path, every_s=3600) as mirror:
+        assert mirror.sync() == 2
+        pd.DataFrame(rows).to_parquet(path)  # the stage rewrites its table with one row more
+    with CurveMirror(path, every_s=3600):  # the next job of a resumed run
+        pass
+    logdir = tmp_path / "results" / "demo" / "tensorboard" / "ppo_ehull"
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    assert {"reward_mean", "kl", "reward_ehull_mean"} <= set(acc.Tags()["scalars"])
+    assert [(e.step, e.value) for e in acc.Scalars("reward_mean")] == [(1, -4.0), (2, -3.0), (3, -2.0)]

@@ -73,11 +73,11 @@ def test_reward_audit_flags_a_batch_that_is_half_single_elements(tmp_path):
     multi = ["NaCl", "MgO", "LiFeO2", "TiO2", "GaN", "ZnS", "CaF2", "BaTiO3", "SiC", "AlN"]
     base = pd.DataFrame({"formula": multi[:9] + ["Si"], "e_hull": [0.3] * 10})
     same = pd.DataFrame({"formula": multi[1:] + ["O2"], "e_hull": [0.2] * 10})
-    hacked = pd.DataFrame({"formula": multi[:5] + ["Si", "O2", "Fe", "S", "Cu"], "e_hull": [0.2] * 9 + [-0.5]})
+    hacked = pd.DataFrame({"formula": multi[:5] + ["Si", "O2", "Fe", "S", "Cu", None], "e_hull": [0.2] * 9 + [-0.5, np.nan]})
     table = audit_table({"base": base, "sft": same, "ppo_ehull": hacked}, train_formulas=multi * 3)
     v = table.set_index("model")["verdict"]
     assert v["base"] == "reference" and "no sign" in v["sft"]
-    assert "single-element share 10% -> 50%" in v["ppo_ehull"] and "inspect" in v["ppo_ehull"]
+    assert "single-element share 10% -> 50%" in v["ppo_ehull"]  # of the 10 decoded; the 11th did not decode and "inspect" in v["ppo_ehull"]
     assert table.set_index("model").loc["ppo_ehull", "below_hull_frac"] == 0.1
     assert "Si" in table.set_index("model").loc["ppo_ehull", "element_drift"] or "O" in table.set_index("model").loc["ppo_ehull", "element_drift"]
     figures.reward_audit(table, tmp_path / "audit.png")

@@ -25,7 +25,7 @@ def audit_shares(formulas: Sequence[str | None], e_hull: Sequence[float] | None 
     """Shares among the decoded samples (formula not None/empty): single-element, repeated
     reduced formula; with e_hull (NaN where unscored), the share of scored samples below
     -0.1 eV/atom and the mean e_hull of scored multi-element samples."""
-    f = [x if x else None for x in formulas]
+    f = [x if isinstance(x, str) and x else None for x in formulas]  # None/NaN/"": not decoded
     n_el = np.array([len(Composition(x).elements) if x else 0 for x in f])
     decoded = n_el > 0
     reduced = [Composition(x).reduced_formula for x in f if x]
@@ -45,7 +45,7 @@ def element_frequencies(formulas: Sequence[str | None]) -> pd.Series:
     """Share of each element among all atoms of the decoded samples."""
     total: Counter = Counter()
     for x in formulas:
-        if x:
+        if isinstance(x, str) and x:
             for el, amt in Composition(x).get_el_amt_dict().items():
                 total[el] += amt
     s = pd.Series(total, dtype=float)

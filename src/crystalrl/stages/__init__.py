@@ -17,6 +17,7 @@ Workflow scripts are one line, `main("<stage>", snakemake)`; tests and notebooks
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from crystalrl.artifacts import advice_for, check_inputs, input_paths
+from crystalrl.curves import CurveMirror
 from crystalrl.devices import apply_memory_policy, check_devices
 from crystalrl.distributed import launch, write_spec
 from crystalrl.io import get_logger, keep_freed_memory, set_threads
@@ -75,15 +77,20 @@ def main(stage: str, snakemake) -> None:
     paths = input_paths(inputs)
     tasks, nodes = int(resources.get("tasks") or 1), int(resources.get("nodes") or 1)
     saved_before = checkpoint_step(params.get("ckpt_dir"))
+    # live curves of the training stages: their metrics table mirrored into TensorBoard (crystalrl.curves)
+    curves = CurveMirror(outputs.metrics, log=log) if stage in ("train", "ppo") and hasattr(outputs, "metrics") \
+        else contextlib.nullcontext()
     try:
         check_inputs(paths)
         if tasks > 1:
             spec = write_spec(Path(snakemake.log[0] if snakemake.log else ".").with_suffix(".spec.json"),
                               stage=stage, inputs=vars(inputs), outputs=vars(outputs), params=params,
                               log=snakemake.log[0] if snakemake.log else None, threads=threads, resources=resources)
-            launch([sys.executable, "-m", "crystalrl.stages", spec], tasks, nodes, log=log)
+            with curves:
+                launch([sys.executable, "-m", "crystalrl.stages", spec], tasks, nodes, log=log)
         else:
-            _run(stage, inputs, outputs, params, log, threads, resources)
+            with curves:
+                _run(stage, inputs, outputs, params, log, threads, resources)
     except TimeLimit:
         why = requeue(checkpoint_step(params.get("ckpt_dir")) > saved_before, log=log)
         if why is None:
