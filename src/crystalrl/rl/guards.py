@@ -99,9 +99,7 @@ def apply_guards(structures, rr: RewardResult, g: Guards, *, hull=None, clip: fl
             hit["sparse_hull"] = np.array([bool(ok) and len(els) > 1 and hull.n_compounds(els) < g.sparse_hull_min_compounds
                                            for ok, els in zip(scored, elements)], bool)
             abstain |= hit["sparse_hull"]
-    if "composition" not in parts:
-        pass
-    elif g.single_element != "off":
+    if "composition" in parts and g.single_element != "off":
         hit["single_element"] = np.array([els is not None and len(els) == 1 for els in elements], bool)
         if g.single_element == "penalty":
             r[hit["single_element"]] = -clip if clip is not None else np.min(r)
