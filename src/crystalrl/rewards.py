@@ -22,14 +22,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
-from pymatgen.core import Structure
 
 from crystalrl.config import import_callable
-from crystalrl.ehull import e_hull_as_generated
-from crystalrl.evaluate.validity import structure_validity
+
+if TYPE_CHECKING:  # the workflow's parse imports this module: pymatgen loads in the rewards only
+    from pymatgen.core import Structure
 
 
 @dataclass
@@ -43,7 +43,7 @@ class RewardResult:
     abstain: np.ndarray | None = None
 
 
-RewardFn = Callable[[Sequence[Structure | None]], RewardResult]
+RewardFn = Callable[[Sequence["Structure | None"]], RewardResult]
 
 
 def ehull_reward(mlip, hull, *, clip: float, batch_size: int | None = None) -> RewardFn:
@@ -51,6 +51,8 @@ def ehull_reward(mlip, hull, *, clip: float, batch_size: int | None = None) -> R
     samples that cannot be scored get -clip."""
 
     def reward(structures):
+        from crystalrl.ehull import e_hull_as_generated
+
         e_hull, _status = e_hull_as_generated(structures, mlip, hull, batch_size=batch_size)
         valid = np.isfinite(e_hull)
         r = np.where(valid, -np.clip(np.nan_to_num(e_hull, nan=clip), -clip, clip), -clip)
@@ -65,6 +67,8 @@ def dielectric_fom_reward(predictor, *, dummy: float = 0.0, batch_size: int = 64
     def reward(structures):
         n = len(structures)
         # overlapping atoms (< MIN_DISTANCE) have no meaningful band gap or dielectric response
+        from crystalrl.evaluate.validity import structure_validity
+
         idx = np.flatnonzero([s is not None and structure_validity(s)[0] for s in structures])
         fom, gap, eps = (np.full(n, np.nan) for _ in range(3))
         if idx.size:
