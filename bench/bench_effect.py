@@ -34,7 +34,8 @@ import pandas as pd
 import yaml
 
 from crystalrl.config import validate_config
-from crystalrl.io import set_threads, write_text_atomic
+from crystalrl.io import write_text_atomic
+from crystalrl.runtime import set_threads
 
 METRICS = ("valid", "stable", "unique", "novel", "sun")
 

@@ -19,7 +19,7 @@ import torch
 from bench_relax import rattled_alexandria
 from pymatgen.io.ase import AseAtomsAdaptor
 
-from crystalrl.io import keep_freed_memory, set_threads
+from crystalrl.runtime import keep_freed_memory, set_threads
 from crystalrl.mlip import MLIPConfig, load_mlip
 from crystalrl.relax.frechet import memoized_expm_frechet
 

@@ -30,7 +30,7 @@ def child(args) -> None:
     from bench_relax import model_call_ms, rattled_alexandria
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from crystalrl.io import keep_freed_memory, set_threads
+    from crystalrl.runtime import keep_freed_memory, set_threads
     from crystalrl.mlip import MLIPConfig, load_mlip
 
     warnings.filterwarnings("ignore")

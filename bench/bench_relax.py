@@ -26,7 +26,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_mlip import load_alexandria  # noqa: E402
 
-from crystalrl.io import keep_freed_memory, set_threads  # noqa: E402
+from crystalrl.runtime import keep_freed_memory, set_threads  # noqa: E402
 from crystalrl.mlip import MLIPConfig, load_mlip  # noqa: E402
 from crystalrl.relax import RelaxConfig, relax_structures  # noqa: E402
 

@@ -206,7 +206,7 @@ def orb_ppo_step():
     from pymatgen.core import Structure
 
     from crystalrl.hull import load_reference
-    from crystalrl.mlip import get_mlip
+    from crystalrl.mlip import MLIPConfig, load_mlip
     from crystalrl.model.store import params_of
     from crystalrl.rewards import ehull_reward
     from crystalrl.rl.ppo import _logp_fn, _make_update
@@ -216,7 +216,7 @@ def orb_ppo_step():
     weights = OUT / "orb-v2-random.ckpt"
     torch.save(pretrained.orb_v2_architecture(system_config=SystemConfig(radius=6.0, max_num_neighbors=20)).state_dict(),
                weights)
-    mlip = get_mlip("orb", model="orb-v2", weights_path=str(weights), device=device)
+    mlip = load_mlip(MLIPConfig.from_dict(dict(backend="orb", model="orb-v2", weights_path=str(weights), device=device)))
     weights.unlink()
     hull = load_reference("mp_bundled")
     reward = ehull_reward(mlip, hull, clip=10.0)

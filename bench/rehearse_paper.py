@@ -43,7 +43,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from crystalrl.io import set_threads
+from crystalrl.runtime import set_threads
 
 set_threads(1)  # before torch / BLAS / XLA load: one core, so CPU seconds are core-seconds
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
@@ -256,14 +256,14 @@ def stage_reward(structures, n_base: int) -> list[Cost]:
     from bench_hull import crystalformer_recipe, fresh_copy
     from test_mlip import ase_energies
 
-    from crystalrl.hull import HullReference, load_reference
-    from crystalrl.mlip import get_mlip
+    from crystalrl.hull import HullReference, load_reference, needs_mp2020
+    from crystalrl.mlip import MLIPConfig, load_mlip
     from crystalrl.rewards import ehull_reward
 
     data = SHARED / "data"
     hull = load_reference(data / "mp20" / "mp20_formation_energies.csv.gz",
                           elemental_entries=data / "mp_entries" / "mp_elemental_reference_entries.json.gz")
-    mlip = get_mlip("chgnet")
+    mlip = load_mlip(MLIPConfig.from_dict(dict(backend="chgnet")))
     reward = ehull_reward(mlip, hull, clip=10.0)
     reward(structures[:2])  # model load and first-call work
     hull._pd_cache.clear()
@@ -279,7 +279,7 @@ def stage_reward(structures, n_base: int) -> list[Cost]:
     ase_energies(calc, ok[:1])
     with timed() as t_ase:
         ase_energies(calc, ok[:n_base])
-    entries, _ = hull._entries_from_pair(ok, energies, apply_mp2020=not mlip.mp2020_corrected)
+    entries, _ = hull._entries_from_pair(ok, energies, apply_mp2020=needs_mp2020(mlip))
     fresh = HullReference(fresh_copy([e for v in hull.by_chemsys.values() for e in v]), hull.energy_kind)
     with timed() as t_hull:
         fresh.e_above_hull(entries)
@@ -314,10 +314,10 @@ def perturbed(structures, seed: int):
 def stage_relax(structures, max_steps: int, n_base: int) -> Cost:
     """The relax stage's method for CHGNet (batched when it can), and ASE FIRE one structure
     at a time (the public mlff_relax.py recipe) on the first n_base as the baseline."""
-    from crystalrl.mlip import get_mlip
+    from crystalrl.mlip import MLIPConfig, load_mlip
     from crystalrl.relax.config import RelaxConfig
     from crystalrl.relax.run import choose_method, relax_structures
-    mlip = get_mlip("chgnet")
+    mlip = load_mlip(MLIPConfig.from_dict(dict(backend="chgnet")))
     cfg = RelaxConfig.from_dict(dict(fmax=0.1, max_steps=max_steps))
     todo = perturbed(structures, 1)
     with timed() as t:

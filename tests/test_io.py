@@ -59,7 +59,7 @@ def test_set_threads_gives_torch_n_and_numpy_blas_one():
     code = (
         "import numpy, torch\n"
         "from threadpoolctl import threadpool_info\n"
-        "from crystalrl.io import set_threads\n"
+        "from crystalrl.runtime import set_threads\n"
         "before = {i['user_api']: i['num_threads'] for i in threadpool_info()}['blas']\n"
         "set_threads(2)\n"
         "after = {i['user_api']: i['num_threads'] for i in threadpool_info()}['blas']\n"
@@ -75,7 +75,7 @@ def _page_faults_of_allocations(keep: bool) -> int:
     """Minor page faults while a fresh process allocates eight 8 MB arrays and frees them, 20 times."""
     code = (
         "import resource, numpy\n"
-        "from crystalrl.io import keep_freed_memory\n"
+        "from crystalrl.runtime import keep_freed_memory\n"
         f"assert keep_freed_memory() if {keep} else True\n"
         "f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
         "for _ in range(20):\n"
@@ -101,7 +101,7 @@ def test_stage_log_lines_appear_once(tmp_path, capfd):
     a library configures) and written twice when the logger was asked for again."""
     import logging
 
-    from crystalrl.io import get_logger
+    from crystalrl.logs import get_logger
 
     root_handler = logging.StreamHandler()
     logging.getLogger().addHandler(root_handler)

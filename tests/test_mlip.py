@@ -61,6 +61,22 @@ def structures(shared_data):
     return load_alexandria(shared_data, 20)
 
 
+def test_the_mlip_carries_its_configured_batch_size(chgnet, structures, monkeypatch):
+    """Issue 28: `mlip.batch_size` travels with the MLIP (one home), not beside it through
+    every signature; the class default is the schema's."""
+    from crystalrl.config import section
+    from crystalrl.mlip.base import MLIP
+
+    assert MLIP.batch_size == chgnet.batch_size == section("mlip")["batch_size"]
+    three = load_mlip(mlip_config(backend="chgnet", batch_size=3))
+    assert three.batch_size == 3 and three is not chgnet
+    calls = []
+    forward = type(three).forward
+    monkeypatch.setattr(type(three), "forward", lambda self, g, *a, **k: calls.append(len(g)) or forward(self, g, *a, **k))
+    three.predict(structures[:7], properties=("energy",))
+    assert calls == [3, 3, 1]
+
+
 def test_config_is_strict_and_check_config_names_keys(chgnet, tmp_path, monkeypatch):
     import dataclasses
 

@@ -34,6 +34,9 @@ KEYS = ("G", "L", "XYZ", "A", "W")
 def fit(cfg, tr, va, **kw):
     """`train` with the run's settings given as keywords (the rest of TrainConfig from the schema)."""
     hp = {k: kw.pop(k) for k in list(kw) if k in {f.name for f in dataclasses.fields(TrainConfig)}}
+    if "metrics_path" in kw:  # as the train stage does: write the table handed on after each validation
+        path = kw.pop("metrics_path")
+        kw["on_metrics"] = lambda df: df.to_parquet(path, index=False)
     return train(cfg, dataclasses.replace(TrainConfig.from_dict({}), **hp), tr, va, **kw)
 
 

@@ -17,13 +17,13 @@ import numpy as np
 from pymatgen.core import Structure
 
 from crystalrl.evaluate.validity import structure_validity
+from crystalrl.hull import e_above_hull
 
 
-def e_hull_as_generated(structures: Sequence[Structure | None], mlip, hull, *, batch_size: int | None = None,
+def e_hull_as_generated(structures: Sequence[Structure | None], mlip, hull, *,
                         valid_struct: Sequence[bool] | None = None) -> tuple[np.ndarray, list[str]]:
     """(e_hull (n,) eV/atom, status (n,)) of each structure as generated; NaN where not scored.
 
-    `batch_size`: structures per MLIP call (`mlip.batch_size`; the MLIP's own when None).
     `valid_struct`: structural validity when the caller has it already (evaluation
     computes the whole validity table once); computed here otherwise.
     """
@@ -44,11 +44,8 @@ def e_hull_as_generated(structures: Sequence[Structure | None], mlip, hull, *, b
     e_hull = np.full(n, np.nan)
     if idx:
         subset = [structures[i] for i in idx]
-        kw = {} if batch_size is None else {"batch_size": batch_size}
-        pred = mlip.predict(subset, properties=("energy",), **kw)
-        # MLIPs trained on MP2020-corrected energies (CHGNet) must not be corrected again
-        eh, hull_status = hull.e_above_hull((subset, pred["energy"]),
-                                            apply_mp2020=not getattr(mlip, "mp2020_corrected", False))
+        pred = mlip.predict(subset, properties=("energy",))
+        eh, hull_status = e_above_hull(hull, subset, pred["energy"], mlip)
         e_hull[idx] = eh
         for j, i in enumerate(idx):
             err = pred["error"][j] if pred.get("error") is not None else None

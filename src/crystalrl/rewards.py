@@ -46,14 +46,14 @@ class RewardResult:
 RewardFn = Callable[[Sequence["Structure | None"]], RewardResult]
 
 
-def ehull_reward(mlip, hull, *, clip: float, batch_size: int | None = None) -> RewardFn:
+def ehull_reward(mlip, hull, *, clip: float) -> RewardFn:
     """-e_hull (eV/atom) as generated (`crystalrl.ehull`), clipped to [-clip, clip];
     samples that cannot be scored get -clip."""
 
     def reward(structures):
         from crystalrl.ehull import e_hull_as_generated
 
-        e_hull, _status = e_hull_as_generated(structures, mlip, hull, batch_size=batch_size)
+        e_hull, _status = e_hull_as_generated(structures, mlip, hull)
         valid = np.isfinite(e_hull)
         r = np.where(valid, -np.clip(np.nan_to_num(e_hull, nan=clip), -clip, clip), -clip)
         return RewardResult(reward=r, valid=valid, extras={"e_hull": e_hull})
@@ -161,21 +161,21 @@ def composite_reward(parts: Mapping[str, tuple[RewardFn, Mapping[str, Any]]]) ->
 
 
 def make_reward(name: str, *, mlip=None, hull=None, dielectric_dirs: tuple[str, str] | None = None,
-                clip: float | None = None, batch_size: int | None = None) -> RewardFn:
+                clip: float | None = None, batch_size: int = 64) -> RewardFn:
     """The reward named in config (`ppo.reward`), from models loaded once by the caller:
-    `mlip`, `hull`, `clip` (`ppo.ehull_clip`) and `batch_size` (`mlip.batch_size`) for
-    `ehull`; the trained dielectric model directories and `batch_size` for
-    `dielectric_fom`; a `module:function` needs nothing."""
+    `mlip` (which carries its batch size), `hull` and `clip` (`ppo.ehull_clip`) for `ehull`;
+    the trained dielectric model directories and `batch_size` for `dielectric_fom`; a
+    `module:function` needs nothing."""
     if name == "ehull":
-        if mlip is None or hull is None or clip is None or batch_size is None:
-            raise ValueError("reward 'ehull' needs an MLIP, a hull reference, its clip and a batch size")
-        return ehull_reward(mlip, hull, clip=clip, batch_size=batch_size)
+        if mlip is None or hull is None or clip is None:
+            raise ValueError("reward 'ehull' needs an MLIP, a hull reference and its clip")
+        return ehull_reward(mlip, hull, clip=clip)
     if name == "dielectric_fom":
         from crystalrl.dielectric import DielectricPredictor
 
         if not dielectric_dirs:
             raise ValueError("reward 'dielectric_fom' needs the trained dielectric models (rule train_dielectric)")
-        return dielectric_fom_reward(DielectricPredictor(*dielectric_dirs), batch_size=batch_size or 64)
+        return dielectric_fom_reward(DielectricPredictor(*dielectric_dirs), batch_size=batch_size)
     if name == "diversity":
         return diversity_reward()
     return user_reward(name)

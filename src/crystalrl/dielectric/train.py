@@ -164,7 +164,9 @@ def train_dielectric(cfg: dict | None, data_path: str | Path, out_dir: str | Pat
     it is removed once every output is written.
     """
     from crystalrl.digest import digest_files
-    from crystalrl.io import get_logger, set_threads, write_text_atomic
+    from crystalrl.io import write_text_atomic
+    from crystalrl.logs import get_logger
+    from crystalrl.runtime import set_threads
 
     set_threads(threads)
     log = log or get_logger("crystalrl.dielectric")

@@ -38,7 +38,7 @@ from crystalrl.structures import parse_structure
 
 SYMPREC = 0.1  # as the curated data's `spacegroup` column
 
-_log = logging.getLogger(__name__)  # its lines reach the stage logger (`crystalrl.io.get_logger`)
+_log = logging.getLogger(__name__)  # its lines reach the stage logger (`crystalrl.logs.get_logger`)
 _TOKEN = re.compile(r"([A-Z][a-z]?)(\d*\.?\d*)")
 _CIF_FORMULA_SUM = re.compile(r"^_chemical_formula_sum\s+['\"]?([^'\"\n]+)['\"]?\s*$", re.M)
 

@@ -36,7 +36,7 @@ class CalculatorMLIP(MLIP):
         self.device = device
         self.name = spec
 
-    def predict(self, structures: Sequence[Structure | None], batch_size: int = 32,
+    def predict(self, structures: Sequence[Structure | None], batch_size: int | None = None,
                 properties: Sequence[str] = ALL_PROPERTIES) -> dict:
         out = empty_prediction(structures)
         for i, s in enumerate(structures):

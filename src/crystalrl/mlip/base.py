@@ -24,6 +24,8 @@ from ase.calculators.calculator import Calculator
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from crystalrl.config import section
+
 log = logging.getLogger(__name__)
 
 ALL_PROPERTIES = ("energy", "forces", "stress")
@@ -123,11 +125,16 @@ class MLIP(abc.ABC):
     #: relaxation then runs batched, else one structure at a time with ASE.
     batched: bool = False
     device: str = "cpu"
+    #: Structures per model call for single points: the config's `mlip.batch_size`, which
+    #: `load_mlip` sets; the MLIP carries it, so callers pass none.
+    batch_size: int = section("mlip")["batch_size"]
 
     @abc.abstractmethod
-    def predict(self, structures: Sequence[Structure | None], batch_size: int = 32,
+    def predict(self, structures: Sequence[Structure | None], batch_size: int | None = None,
                 properties: Sequence[str] = ALL_PROPERTIES) -> dict:
         """Batched single points: dict(energy (n,) eV, forces list[(n_i,3)], stress (n,3,3) eV/Å^3, error list).
+
+        `batch_size`: structures per model call (None: `self.batch_size`).
 
         `properties` may drop "forces"/"stress" (left NaN) where the backend
         can then skip work (CHGNet skips the backward pass for energy only).
@@ -137,7 +144,7 @@ class MLIP(abc.ABC):
     def calculator(self) -> Calculator:
         """An ASE calculator sharing this instance's model."""
 
-    def energies(self, structures: Sequence[Structure | None], batch_size: int = 32) -> np.ndarray:
+    def energies(self, structures: Sequence[Structure | None], batch_size: int | None = None) -> np.ndarray:
         """Total energies (eV) only; NaN where a structure failed."""
         return self.predict(structures, batch_size=batch_size, properties=("energy",))["energy"]
 
@@ -160,7 +167,7 @@ class BatchedMLIP(MLIP):
         eV/Å^3 in ASE's sign convention, detached, on the model's device. Keys outside
         `properties` may be missing."""
 
-    def predict(self, structures: Sequence[Structure | None], batch_size: int = 32,
+    def predict(self, structures: Sequence[Structure | None], batch_size: int | None = None,
                 properties: Sequence[str] = ALL_PROPERTIES) -> dict:
         out, graphs = convert_graphs(structures, lambda s: self.graph(AseAtomsAdaptor.get_atoms(s)))
 
@@ -175,7 +182,7 @@ class BatchedMLIP(MLIP):
                 if "stress" in res:
                     out["stress"][i] = res["stress"][j]
 
-        run_batches(sorted(graphs), batch_size, _run, out["error"], self.name)
+        run_batches(sorted(graphs), batch_size or self.batch_size, _run, out["error"], self.name)
         return out
 
 

@@ -67,22 +67,24 @@ def load_mlip(cfg: MLIPConfig):
             f"MLIP weights {cfg.weights_path} are missing; the local rule fetch_mlip_weights downloads them on "
             f"the submitting host (snakemake --forcerun {cfg.weights_path}), or set mlip.weights_path to a local file")
     return _load(cfg.backend, cfg.model, cfg.weights_path, resolve_device(cfg.device), cfg.mp2020_corrected,
-                 json.dumps(cfg.options, sort_keys=True))
+                 cfg.batch_size, json.dumps(cfg.options, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=8)
-def _load(backend, model, weights_path, device, mp2020_corrected, options_json):
+def _load(backend, model, weights_path, device, mp2020_corrected, batch_size, options_json):
     options = json.loads(options_json)
     if backend not in BACKENDS:
         from .ase_calc import CalculatorMLIP
 
-        return CalculatorMLIP(backend, mp2020_corrected=mp2020_corrected, options=options, device=device)
-    missing = missing_packages(backend)
-    if missing:
-        raise ImportError(_missing_message(backend, missing))
-    mlip = backend_class(backend)(model=model, weights_path=weights_path, device=device, **options)
-    if mp2020_corrected is not None:
-        mlip.mp2020_corrected = bool(mp2020_corrected)
+        mlip = CalculatorMLIP(backend, mp2020_corrected=mp2020_corrected, options=options, device=device)
+    else:
+        missing = missing_packages(backend)
+        if missing:
+            raise ImportError(_missing_message(backend, missing))
+        mlip = backend_class(backend)(model=model, weights_path=weights_path, device=device, **options)
+        if mp2020_corrected is not None:
+            mlip.mp2020_corrected = bool(mp2020_corrected)
+    mlip.batch_size = int(batch_size)
     return mlip
 
 

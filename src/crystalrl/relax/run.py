@@ -16,6 +16,7 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crystalrl.config import ConfigError
+from crystalrl.hull import e_above_hull
 from crystalrl.mlip.base import MLIP
 from crystalrl.structures import parse_many
 
@@ -49,7 +50,7 @@ def choose_method(mlip: MLIP, cfg: RelaxConfig) -> str:
 
 
 def relax_structures(mlip: MLIP, structures: Sequence[Structure | None], cfg: RelaxConfig,
-                     *, guards: Guards | None = None, energy_batch_size: int = 64) -> pd.DataFrame:
+                     *, guards: Guards | None = None) -> pd.DataFrame:
     """Relax each structure with `mlip`; one row per input, in order.
 
     Columns: energy_initial, energy_final (eV/atom), cif_relaxed (str or None),
@@ -67,7 +68,7 @@ def relax_structures(mlip: MLIP, structures: Sequence[Structure | None], cfg: Re
     # Overlapping atoms (common in samples of a weak model) blow up MLIP neighbour lists:
     # minutes and gigabytes per batch. They are failed before the MLIP sees them.
     sendable = [s if d >= guards.min_distance else None for s, d in zip(structures, d_min)]
-    init = mlip.predict(sendable, batch_size=energy_batch_size, properties=("energy",))
+    init = mlip.predict(sendable, properties=("energy",))
     todo = []
     for i, (s, d) in enumerate(zip(structures, d_min)):
         if s is None:
@@ -100,7 +101,7 @@ def relax_structures(mlip: MLIP, structures: Sequence[Structure | None], cfg: Re
 
 
 def relax_samples(samples: pd.DataFrame, mlip: MLIP, reference, cfg: RelaxConfig, *,
-                  energy_batch_size: int = 64, id_column: str = "sample_id") -> pd.DataFrame:
+                  id_column: str = "sample_id") -> pd.DataFrame:
     """Relax the `cif` column of `samples` and place both ends on the hull.
 
     Returns `sample_id, energy_initial, energy_final, e_hull_initial, e_hull_final,
@@ -111,7 +112,7 @@ def relax_samples(samples: pd.DataFrame, mlip: MLIP, reference, cfg: RelaxConfig
     if "cif" not in samples or id_column not in samples:
         raise KeyError(f"samples need columns {id_column!r} and 'cif'; have {list(samples.columns)}")
     structures, errors = parse_many(samples["cif"].tolist())
-    df = relax_structures(mlip, structures, cfg, energy_batch_size=energy_batch_size)
+    df = relax_structures(mlip, structures, cfg)
     for i, err in enumerate(errors):
         if err:
             df.loc[i, "status"] = f"failed: {err}"
@@ -120,10 +121,9 @@ def relax_samples(samples: pd.DataFrame, mlip: MLIP, reference, cfg: RelaxConfig
     df["e_hull_final"] = np.nan
     if reference is not None:
         n_atoms = np.array([len(s) if s is not None else 0 for s in structures], dtype=float)
-        corr = {"apply_mp2020": not mlip.mp2020_corrected}
-        eh0, st0 = reference.e_above_hull((structures, df["energy_initial"].to_numpy() * n_atoms), **corr)
+        eh0, st0 = e_above_hull(reference, structures, df["energy_initial"].to_numpy() * n_atoms, mlip)
         relaxed, _ = parse_many(df["cif_relaxed"].tolist())
-        eh1, _ = reference.e_above_hull((relaxed, df["energy_final"].to_numpy() * n_atoms), **corr)
+        eh1, _ = e_above_hull(reference, relaxed, df["energy_final"].to_numpy() * n_atoms, mlip)
         df["e_hull_initial"] = eh0
         df["e_hull_final"] = eh1
         df["hull_status"] = st0

@@ -35,7 +35,6 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from crystalrl.config import SectionConfig
 from crystalrl.devices import release_torch_cache
 from crystalrl.digest import digest_arrays
-from crystalrl.io import write_parquet_atomic
 from crystalrl.model.condition import atom_bias, atom_mask, lacks_required
 from crystalrl.model.likelihood import logp_terms
 from crystalrl.model.sampler import SampleBatch, sample
@@ -163,7 +162,7 @@ def _logp_fn(graphdef, rest, mesh):
 def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
             sg_probs: np.ndarray, cfg: PPOConfig, *, decode: Callable[[SampleBatch], list] | None = None,
             ckpt_dir: str | None = None, run_key: dict | None = None,
-            metrics_path: str | None = None, log: logging.Logger | None = None,
+            on_metrics: Callable[[pd.DataFrame], None] | None = None, log: logging.Logger | None = None,
             stop_after: int | None = None):
     """Fine-tune `policy` (an nnx CrystalFormer) with PPO; returns (policy, metrics DataFrame).
 
@@ -276,8 +275,8 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
                     f"PPO diverged at step {done}: loss {row['loss']}, grad norm {row['grad_norm']}, kl {row['kl']}, "
                     f"baseline {row['baseline']}. The newest checkpoint before this step is kept; lower ppo.lr "
                     "(or check the reward for NaN) and rerun.")
-            if metrics_path:
-                write_parquet_atomic(pd.DataFrame(history), metrics_path)
+            if on_metrics is not None:  # the stage writes the table after every step: a live curve
+                on_metrics(pd.DataFrame(history))
             stopping = done < cfg.steps and stop.requested()  # a Slurm time limit is near (crystalrl.timelimit)
             if store is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps or stopping):
                 stops += [stop_record(done)] if stopping else []

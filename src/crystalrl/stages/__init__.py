@@ -29,7 +29,8 @@ from crystalrl.artifacts import advice_for, check_inputs, input_paths
 from crystalrl.curves import CurveMirror
 from crystalrl.devices import apply_memory_policy, check_devices
 from crystalrl.distributed import launch, write_spec
-from crystalrl.io import get_logger, keep_freed_memory, set_threads
+from crystalrl.logs import get_logger
+from crystalrl.runtime import keep_freed_memory, set_threads
 from crystalrl.timelimit import EXIT_TIME_LIMIT, TimeLimit, catch_signals_early, checkpoint_step, requeue
 
 #: The sample sets every model gets (results/{run}/samples/{model}/{set}.parquet):
@@ -41,6 +42,14 @@ SAMPLE_SETS = ("dist", "per_sg")
 def _items(obj):
     """(name, value) pairs of a Snakemake Namedlist or a dict."""
     return obj.items() if hasattr(obj, "items") else vars(obj).items()
+
+
+def metrics_writer(path):
+    """What a training stage hands the loop as `on_metrics`: the metrics table written
+    atomically after each validation or PPO step, so TensorBoard and a user see it live."""
+    from crystalrl.io import write_parquet_atomic
+
+    return lambda df: write_parquet_atomic(df, path)
 
 
 def named(files) -> SimpleNamespace:

@@ -32,7 +32,6 @@ def run(inputs, outputs, params, log, threads=1) -> None:
         mlip_cfg = MLIPConfig.from_dict(params["mlip"])
         e_hull, _status = e_hull_as_generated(structures, load_mlip(mlip_cfg),
                                               load_hull(HullConfig.from_dict(params["hull"])),
-                                              batch_size=mlip_cfg.batch_size,
                                               valid_struct=val["valid_struct"].to_numpy())
     log.info("e_hull for %d of %d samples", int(np.isfinite(e_hull).sum()), len(e_hull))
     out = evaluate_samples(samples, e_hull=e_hull, config=cfg, train_df=pd.read_parquet(inputs.train),

@@ -16,6 +16,7 @@ from crystalrl.rewards import composite_reward, make_reward, reward_components
 from crystalrl.rl.guards import Guards, guarded
 from crystalrl.rl.ppo import PPOConfig, run_ppo
 from crystalrl.spacegroups import spacegroup_probs
+from crystalrl.stages import metrics_writer
 from crystalrl.train.data import load_token_arrays
 
 
@@ -71,7 +72,7 @@ def run(inputs, outputs, params, log, threads=1) -> None:
              inputs.start_model, cfg.reward, cfg.beta, cfg.steps, cfg.batch_size,
              cfg.guards if cfg.guards.get("enabled") else "off (the paper's PPO)")
     policy, metrics = run_ppo(policy, reference, reward_fn, sg_p, cfg, ckpt_dir=params["ckpt_dir"],
-                              run_key=reward_key(cfg.reward, params, inputs), metrics_path=outputs.metrics, log=log)
+                              run_key=reward_key(cfg.reward, params, inputs), on_metrics=metrics_writer(outputs.metrics), log=log)
     save_model(outputs.model, policy, model_cfg, extra_meta=dict(stage="ppo", start_from=str(inputs.start_model),
                                                                  ppo=cfg.to_dict()))
     write_parquet_atomic(metrics, outputs.metrics)

@@ -29,7 +29,7 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     hull = load_hull(hull_cfg)
     log.info("MLIP %r on %s, %s relaxation; hull %r", mlip, mlip.device, choose_method(mlip, relax_cfg), hull)
     t0 = time.perf_counter()
-    df = relax_samples(part, mlip, hull, relax_cfg, energy_batch_size=mlip_cfg.batch_size)
+    df = relax_samples(part, mlip, hull, relax_cfg)
     log.info("relaxed %d/%d ok (%d converged) in %.1f s", (df["status"] == "ok").sum(), len(df),
              df["converged"].sum(), time.perf_counter() - t0)
     write_parquet_atomic(df, outputs.chunk)

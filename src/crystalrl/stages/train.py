@@ -11,6 +11,7 @@ import pandas as pd
 from crystalrl.distributed import is_primary
 from crystalrl.model.config import ModelConfig
 from crystalrl.model.store import save_model
+from crystalrl.stages import metrics_writer
 from crystalrl.train.data import load_token_arrays
 from crystalrl.train.loop import TrainConfig, train
 
@@ -23,7 +24,7 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     tr, tr_ids = load_token_arrays(inputs.train_tokens)
     va, va_ids = load_token_arrays(inputs.val_tokens)
     model = train(cfg_model, cfg, tr, va, ckpt_dir=params["ckpt_dir"], init_from=init_model,
-                  metrics_path=outputs.metrics, log=log, train_ids=tr_ids, val_ids=va_ids)
+                  on_metrics=metrics_writer(outputs.metrics), log=log, train_ids=tr_ids, val_ids=va_ids)
     if not is_primary():  # one of several processes (crystalrl.distributed): process 0 writes
         return
     last = pd.read_parquet(outputs.metrics).iloc[-1]

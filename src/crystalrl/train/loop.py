@@ -8,14 +8,15 @@
   `jax.devices()`, the batch split on its leading axis, parameters and optimizer
   state replicated; XLA inserts the gradient all-reduce. `batch_size` must be a
   multiple of the device count (it is not padded: the loss is a batch mean).
-- Validation loss (all terms) every `val_every` steps; metrics go to Parquet,
-  rewritten atomically at each validation, and are kept in the checkpoint too.
+- Validation loss (all terms) every `val_every` steps; the metrics table goes to the
+  stage's `on_metrics` at each validation (it writes the Parquet), and into the checkpoint.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,7 +33,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from crystalrl.config import SectionConfig
 from crystalrl.digest import digest_arrays
 from crystalrl.distributed import fetch, global_batch, is_primary, local_rows, replicated
-from crystalrl.io import write_parquet_atomic
 from crystalrl.model.published import load_published
 from crystalrl.model.store import abstract_like, build_model, load_model, params_of, set_params
 from crystalrl.timelimit import StopRequest, TimeLimit, stop_record, stops_text
@@ -228,13 +228,14 @@ def _check_init_cfg(cfg, init_cfg, init_from):
 
 
 class _Metrics:
-    """Train-loss running sums between validations, the metrics table, and its Parquet file.
+    """Train-loss running sums between validations, and the metrics table, handed to the
+    stage's `on_metrics` after each validation (the stage writes the artifact).
 
-    Both live in the checkpoint (`state_dict`), so a resumed run writes the same table.
+    Both live in the checkpoint (`state_dict`), so a resumed run hands on the same table.
     """
 
-    def __init__(self, path, history=None, acc=None):
-        self.path, self.history = path, list(history or [])
+    def __init__(self, on_metrics, history=None, acc=None):
+        self.on_metrics, self.history = on_metrics, list(history or [])
         self.acc = acc or dict(sums={}, n=0)
         self.pending: list = []  # device arrays of steps not yet added (keeps dispatch async)
 
@@ -260,8 +261,8 @@ class _Metrics:
         return row
 
     def write(self) -> None:
-        if self.path and is_primary():
-            write_parquet_atomic(pd.DataFrame(self.history), self.path)
+        if self.on_metrics is not None and is_primary():
+            self.on_metrics(pd.DataFrame(self.history))
 
     def state_dict(self) -> dict:
         self.flush()
@@ -297,7 +298,7 @@ def _initial_state(cfg_model, seed, init_from, tx):
 
 def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
           ckpt_dir: str | None = None, keep_ckpts: int = 3, init_from: str | None = None,
-          metrics_path: str | None = None, log: logging.Logger | None = None,
+          on_metrics: Callable[[pd.DataFrame], None] | None = None, log: logging.Logger | None = None,
           log_every: int | None = None, stop_after: int | None = None, devices=None,
           train_ids=None, val_ids=None):
     """Train a CrystalFormer `cfg_model` on token arrays with the settings `cfg`; returns the
@@ -358,13 +359,13 @@ def train(cfg_model, cfg: TrainConfig, train_arrays: dict, val_arrays: dict, *,
     run_id = dict(model=cfg_model.to_dict(), lr=lr, lr_decay=lr_decay, batch_size=batch_size,
                   clip_grad=clip_grad, seed=seed, init_params=init_digest,
                   train_data=fingerprint(train_arrays), val_data=fingerprint(val_arrays), n_train=order.n_rows)
-    metrics, start, stops = _Metrics(metrics_path), 0, []
+    metrics, start, stops = _Metrics(on_metrics), 0, []
     store = CheckpointStore(ckpt_dir, keep=keep_ckpts, log=log) if ckpt_dir else None
     if store is not None:
         resumed = store.resume(abstract_like(state, repl), run_id, max_step=steps)
         if resumed is not None:
             start, state, meta = resumed
-            metrics, stops = _Metrics(metrics_path, meta["history"], meta["acc"]), meta.get("stops", [])
+            metrics, stops = _Metrics(on_metrics, meta["history"], meta["acc"]), meta.get("stops", [])
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_dir, start,
                      *order.position(start))
             if stops:
