@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from crystalrl.config import ConfigError, import_callable, ppo_run_config
-from crystalrl.rewards import KNOWN as KNOWN_REWARDS, reward_components
+from crystalrl.rewards import REWARDS, reward_components, reward_needs
 
 
 
@@ -104,13 +104,13 @@ def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
         key = f"ppo_runs.{name}.reward" if "reward" in cfg["ppo_runs"].get(name, {}) else "ppo.reward"
         for comp, part in reward_components(run["reward"]).items():
             where = key if isinstance(run["reward"], str) else f"{key}.{comp}"
-            if comp == "dielectric_fom" and not cfg["dielectric"]["enabled"]:
-                problems.append(f"config key '{where}': run {name!r} uses the dielectric_fom reward but "
+            if reward_needs(comp, "dielectric") and not cfg["dielectric"]["enabled"]:
+                problems.append(f"config key '{where}': run {name!r} uses the {comp} reward but "
                                 "'dielectric.enabled' is false")
-            elif comp not in KNOWN_REWARDS:
+            elif comp not in REWARDS:
                 problem = check_importable(comp, where)
                 if problem:
-                    problems.append(problem + f" (rewards: {', '.join(KNOWN_REWARDS)} or module:function)")
+                    problems.append(problem + f" (rewards: {', '.join(REWARDS)} or module:function)")
             if part["normalize"] == "clip" and part.get("clip") is None:
                 problems.append(f"config key '{where}.clip': normalize: clip needs clip: [lo, hi]")
     known = ["base", "sft"] + [f"ppo_{r}" for r in runs] + [f"published_{n}" for n in cfg["published"]]
@@ -123,7 +123,7 @@ def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
 
 def _dielectric(cfg: Mapping[str, Any]) -> list[str]:
     d = cfg["dielectric"]
-    uses_fom = any("dielectric_fom" in reward_components(ppo_run_config(cfg, n)["reward"]) for n in cfg["ppo"]["runs"])
+    uses_fom = any(reward_needs(ppo_run_config(cfg, n)["reward"], "dielectric") for n in cfg["ppo"]["runs"])
     if not (d["enabled"] and uses_fom):
         return []
     problems = []

@@ -86,7 +86,7 @@ def user_reward(spec: str) -> RewardFn:
     module_name, _, func_name = spec.partition(":")
     if not module_name or not func_name:
         raise ValueError(f"config key 'ppo.reward': '{spec}' is neither a known reward "
-                         f"({', '.join(KNOWN)}) nor of the form module:function")
+                         f"({', '.join(REWARDS)}) nor of the form module:function")
     func = import_callable(spec, "ppo.reward")
 
     def reward(structures):
@@ -112,7 +112,42 @@ def diversity_reward() -> RewardFn:
     return reward
 
 
-KNOWN = ("ehull", "dielectric_fom", "diversity")
+@dataclass(frozen=True)
+class Builtin:
+    """A built-in reward: what the caller must load for it (`needs`: of "mlip", "hull",
+    "dielectric") and how it is built from those (`build`, keywords of `make_reward`)."""
+
+    needs: tuple[str, ...]
+    build: Callable[..., RewardFn]
+
+
+def _build_fom(*, dielectric_dirs=None, batch_size: int = 64, **_) -> RewardFn:
+    from crystalrl.dielectric import DielectricPredictor
+
+    if not dielectric_dirs:
+        raise ValueError("reward 'dielectric_fom' needs the trained dielectric models (rule train_dielectric)")
+    return dielectric_fom_reward(DielectricPredictor(*dielectric_dirs), batch_size=batch_size)
+
+
+def _build_ehull(*, mlip=None, hull=None, clip=None, **_) -> RewardFn:
+    if mlip is None or hull is None or clip is None:
+        raise ValueError("reward 'ehull' needs an MLIP, a hull reference and its clip")
+    return ehull_reward(mlip, hull, clip=clip)
+
+
+#: The one registry of reward names: the config check, the workflow's inputs, the PPO
+#: stage and `make_reward` all ask it, never compare names themselves.
+REWARDS: dict[str, Builtin] = {
+    "ehull": Builtin(("mlip", "hull"), _build_ehull),
+    "dielectric_fom": Builtin(("dielectric",), _build_fom),
+    "diversity": Builtin((), lambda **_: diversity_reward()),
+}
+
+
+def reward_needs(spec: str | Mapping[str, Mapping[str, Any]], what: str) -> bool:
+    """Whether a run's `ppo.reward` (a name or a mapping of components) needs `what`
+    ("mlip", "hull" or "dielectric") loaded or built first."""
+    return any(what in REWARDS[name].needs for name in reward_components(spec) if name in REWARDS)
 
 
 def reward_components(spec: str | Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -166,16 +201,7 @@ def make_reward(name: str, *, mlip=None, hull=None, dielectric_dirs: tuple[str, 
     `mlip` (which carries its batch size), `hull` and `clip` (`ppo.ehull_clip`) for `ehull`;
     the trained dielectric model directories and `batch_size` for `dielectric_fom`; a
     `module:function` needs nothing."""
-    if name == "ehull":
-        if mlip is None or hull is None or clip is None:
-            raise ValueError("reward 'ehull' needs an MLIP, a hull reference and its clip")
-        return ehull_reward(mlip, hull, clip=clip)
-    if name == "dielectric_fom":
-        from crystalrl.dielectric import DielectricPredictor
-
-        if not dielectric_dirs:
-            raise ValueError("reward 'dielectric_fom' needs the trained dielectric models (rule train_dielectric)")
-        return dielectric_fom_reward(DielectricPredictor(*dielectric_dirs), batch_size=batch_size)
-    if name == "diversity":
-        return diversity_reward()
+    if name in REWARDS:
+        return REWARDS[name].build(mlip=mlip, hull=hull, dielectric_dirs=dielectric_dirs, clip=clip,
+                                   batch_size=batch_size)
     return user_reward(name)

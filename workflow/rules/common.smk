@@ -5,7 +5,7 @@ from crystalrl.checks import check_config, is_remote_checkpoint
 from crystalrl.config import ConfigError, ppo_run_config, validate_config
 from crystalrl.devices import runtime_env
 from crystalrl.hull import HullConfig
-from crystalrl.rewards import reward_components
+from crystalrl.rewards import reward_needs
 from crystalrl.mlip.backends import weights_file as mlip_weights_file
 from crystalrl.stages import SAMPLE_SETS
 
@@ -116,7 +116,7 @@ def dielectric_spacegroups(runs):
 DIELECTRIC_RUNS = [
     n
     for n in PPO_RUNS
-    if "dielectric_fom" in reward_components(ppo_run_config(config, n)["reward"])
+    if reward_needs(ppo_run_config(config, n)["reward"], "dielectric")
 ]
 DIELECTRIC_MODELS = (
     ["base"] + [f"ppo_{n}" for n in DIELECTRIC_RUNS] if DIELECTRIC_RUNS else []

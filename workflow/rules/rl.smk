@@ -62,7 +62,7 @@ rule ppo:
                 rules.train_dielectric.output.eps_model,
                 rules.train_dielectric.output.gap_model,
             ]
-            if "dielectric_fom" in reward_components(ppo_params(w)["reward"])
+            if reward_needs(ppo_params(w)["reward"], "dielectric")
             else []
         ),
     output:

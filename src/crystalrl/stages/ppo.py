@@ -12,7 +12,7 @@ from crystalrl.hull import HullConfig, load_hull
 from crystalrl.io import write_parquet_atomic
 from crystalrl.mlip import MLIPConfig, load_mlip
 from crystalrl.model.store import load_model, save_model
-from crystalrl.rewards import composite_reward, make_reward, reward_components
+from crystalrl.rewards import composite_reward, make_reward, reward_components, reward_needs
 from crystalrl.rl.guards import Guards, guarded
 from crystalrl.rl.ppo import PPOConfig, run_ppo
 from crystalrl.spacegroups import spacegroup_probs
@@ -27,8 +27,8 @@ def build_reward(spec, params: dict, dielectric_dirs=None, *, clip: float, guard
     `ehull` component, the composition guards on the sum."""
     mlip_cfg = MLIPConfig.from_dict(params["mlip"])
     comps = reward_components(spec)
-    hull = load_hull(HullConfig.from_dict(params["hull"])) if "ehull" in comps else None
-    mlip = load_mlip(mlip_cfg) if "ehull" in comps else None
+    hull = load_hull(HullConfig.from_dict(params["hull"])) if reward_needs(spec, "hull") else None
+    mlip = load_mlip(mlip_cfg) if reward_needs(spec, "mlip") else None
     g = Guards.from_dict(guards) if guards is not None else None
     fns = {}
     for name in comps:
@@ -49,7 +49,7 @@ def reward_key(reward, params: dict, inputs) -> dict:
     files = (_as_list(getattr(inputs, "hull", None)) + _as_list(getattr(inputs, "dielectric", None))
              + _as_list(getattr(inputs, "mlip_weights", None)))
     key = dict(reward=reward, files=digest_files(*files) if files else None)
-    if "ehull" in reward_components(reward):  # where the MLIP runs and in what batches does not change what it computes
+    if reward_needs(reward, "mlip"):  # where the MLIP runs and in what batches does not change what it computes
         key.update(mlip={k: v for k, v in params["mlip"].items() if k not in ("device", "batch_size")},
                    hull=params["hull"])
     return key
