@@ -3,6 +3,7 @@ a job's threads go to torch, not to numpy's BLAS."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +140,51 @@ def test_metrics_table_is_mirrored_into_tensorboard_event_files(tmp_path):
     acc.Reload()
     assert {"reward_mean", "kl", "reward_ehull_mean"} <= set(acc.Tags()["scalars"])
     assert [(e.step, e.value) for e in acc.Scalars("reward_mean")] == [(1, -4.0), (2, -3.0), (3, -2.0)]
+
+
+def test_library_lines_reach_the_rule_log_of_the_stage_that_runs(tmp_path, monkeypatch):
+    """Issue 28: progress and warnings of library modules (crystalrl.relax.batched, crystalrl.hull, ...)
+    land in the rule's log, whatever the stage is called, once each; the next stage of the same
+    process logs to its own file only."""
+    import logging
+
+    import pandas as pd
+
+    from crystalrl.io import write_parquet_atomic
+    from crystalrl.stages import merge_relax, run_stage
+
+    def logging_writer(df, path):
+        logging.getLogger("crystalrl.hull.readers").info("a library line for %s", Path(path).name)
+        write_parquet_atomic(df, path)
+
+    monkeypatch.setattr(merge_relax, "write_parquet_atomic", logging_writer)
+    chunk = tmp_path / "c0.parquet"
+    pd.DataFrame({"sample_id": ["a", "b"]}).to_parquet(chunk)
+    for name in ("first", "second"):
+        run_stage("merge_relax", {"chunks": [str(chunk)]}, {"relaxed": str(tmp_path / f"{name}.parquet")}, {},
+                  log=tmp_path / f"{name}.log")
+    first, second = (tmp_path / "first.log").read_text(), (tmp_path / "second.log").read_text()
+    assert first.count("a library line for first.parquet") == 1 and first.count("1 chunks, 2 rows") == 1, first
+    assert "second.parquet" not in first and second.count("a library line for second.parquet") == 1, second
+
+
+def test_progress_lines_say_how_far_a_long_loop_is(caplog):
+    """A job on a node has no terminal: a long loop says how far it is in the log, at most once per
+    interval, with a last line; a loop shorter than one interval says nothing."""
+    import logging
+
+    from crystalrl.logs import Progress
+
+    now = [0.0]
+    log = logging.getLogger("crystalrl.test_progress")
+    with caplog.at_level(logging.INFO, logger="crystalrl.test_progress"):
+        p = Progress("relax", 100, log, every_s=60, clock=lambda: now[0])
+        for _ in range(100):
+            now[0] += 2.0  # 2 s per structure: 200 s in all
+            p.update()
+        quick = Progress("quick", 10, log, every_s=60, clock=lambda: now[0])
+        for _ in range(10):
+            quick.update()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["relax: 30/100 (30%), 0.5/s, about 2 min left", "relax: 60/100 (60%), 0.5/s, about 1 min left",
+                     "relax: 90/100 (90%), 0.5/s, about 0 min left", "relax: 100/100 (100%), 0.5/s, done in 3.3 min"]

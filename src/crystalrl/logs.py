@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -28,3 +30,44 @@ def get_logger(name: str, logfile: str | os.PathLike | None = None, level: str |
             fh.setFormatter(fmt)
             logger.addHandler(fh)
     return logger
+
+
+def close_log_files(name: str) -> None:
+    """Close and remove the file handlers of logger `name` (a stage's log is done)."""
+    logger = logging.getLogger(name)
+    for h in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        logger.removeHandler(h)
+        h.close()
+
+
+class Progress:
+    """How far a long loop is, as lines in the rule's log: "relax: 120/500 (24%), 3.1/s, about
+    2 min left", at most once per `every_s` seconds, and a last line when it ends after one.
+
+    A job on a Slurm node has no terminal, so a progress bar shows nothing where it matters;
+    a loop that ends within `every_s` writes nothing at all.
+    """
+
+    def __init__(self, what: str, total: int, log: logging.Logger, every_s: float = 60.0, clock=time.monotonic):
+        self.what, self.total, self.log, self.every_s, self.clock = what, int(total), log, every_s, clock
+        self.done, self.t0 = 0, clock()
+        self.last = self.t0
+        self.lines = 0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = self.clock()
+        if now - self.last >= self.every_s or (self.done >= self.total and self.lines):
+            self.last = now
+            self.lines += 1
+            self.log.info("%s", self.line(now))
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.t0, 1e-9)
+        rate = self.done / elapsed
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        text = f"{self.what}: {self.done}/{self.total} ({pct:.0f}%), {rate:.3g}/s"
+        if self.done >= self.total:
+            return text + f", done in {elapsed / 60:.1f} min"
+        left = (self.total - self.done) / rate if rate > 0 else math.inf
+        return text + (f", about {left / 60:.0f} min left" if math.isfinite(left) else "")

@@ -34,11 +34,12 @@ from pymatgen.core import Composition, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 
+from crystalrl.logs import Progress
 from crystalrl.structures import parse_structure
 
 SYMPREC = 0.1  # as the curated data's `spacegroup` column
 
-_log = logging.getLogger(__name__)  # its lines reach the stage logger (`crystalrl.logs.get_logger`)
+_log = logging.getLogger(__name__)  # its lines reach the stage logger (`crystalrl.stages.main`)
 _TOKEN = re.compile(r"([A-Z][a-z]?)(\d*\.?\d*)")
 _CIF_FORMULA_SUM = re.compile(r"^_chemical_formula_sum\s+['\"]?([^'\"\n]+)['\"]?\s*$", re.M)
 
@@ -140,12 +141,22 @@ def _novel_task(structures: list[Structure], ref_cifs: list[str], matcher_kw: di
     return out, sum(r is not None for r in refs)
 
 
-def _run_tasks(fn, tasks: list[tuple], processes: int) -> list:
-    """Run `fn(*task)` for each task, over a spawn pool when processes > 1 (safe after torch/jax)."""
+def _run_tasks(fn, tasks: list[tuple], processes: int, what: str) -> list:
+    """Run `fn(*task)` for each task, over a spawn pool when processes > 1 (safe after torch/jax);
+    a long run logs how far it is (`what`: the groups being matched)."""
+    progress = Progress(what, len(tasks), _log)
     if processes <= 1 or len(tasks) <= 1:
-        return [fn(*t) for t in tasks]
+        results = []
+        for t in tasks:
+            results.append(fn(*t))
+            progress.update()
+        return results
     with ProcessPoolExecutor(max_workers=processes, mp_context=mp.get_context("spawn")) as ex:
-        return list(ex.map(fn, *zip(*tasks), chunksize=max(1, len(tasks) // (8 * processes))))
+        results = []
+        for r in ex.map(fn, *zip(*tasks), chunksize=max(1, len(tasks) // (8 * processes))):
+            results.append(r)
+            progress.update()
+        return results
 
 
 def _order_by_cost(cost: list[float]) -> list[int]:
@@ -168,7 +179,7 @@ def unique_mask(structures: Sequence[Structure], matcher_kw: dict | None = None,
     out = np.ones(len(structures), dtype=bool)
     tasks = [([structures[i] for i in ix], matcher_kw) for ix in idx_lists]
     order = _order_by_cost([len(ix) ** 2 for ix in idx_lists])
-    results = _run_tasks(_unique_task, [tasks[k] for k in order], processes)
+    results = _run_tasks(_unique_task, [tasks[k] for k in order], processes, "uniqueness: formula groups")
     for k, res in zip(order, results):
         out[idx_lists[k]] = res
     return out
@@ -248,7 +259,7 @@ class NoveltyIndex:
         hit = [(k, ix) for k, ix in by_group.items() if k in self._groups]
         tasks = [([structures[i] for i in ix], self._groups[k], self.matcher_kw) for k, ix in hit]
         order = _order_by_cost([len(ix) * len(self._groups[k]) for k, ix in hit])
-        results = _run_tasks(_novel_task, [tasks[j] for j in order], processes)
+        results = _run_tasks(_novel_task, [tasks[j] for j in order], processes, "novelty: formula groups")
         for j, (res, n_parsed) in zip(order, results):
             out[hit[j][1]] = res
             self.n_parsed += n_parsed

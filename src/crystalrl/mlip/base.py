@@ -25,6 +25,7 @@ from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crystalrl.config import section
+from crystalrl.logs import Progress
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def run_batches(idx: Sequence[int], batch_size: int, fn: Callable[[list[int]], N
     structure keeps its NaNs and an error message.
     """
     idx = list(idx)
+    progress = Progress(f"{name} single points", len(idx), log)
     for start in range(0, len(idx), max(1, batch_size)):
         batch = idx[start:start + batch_size]
         try:
@@ -82,13 +84,14 @@ def run_batches(idx: Sequence[int], batch_size: int, fn: Callable[[list[int]], N
         except Exception as exc:  # noqa: BLE001
             if len(batch) == 1:
                 errors[batch[0]] = f"{name} failed: {type(exc).__name__}: {exc}"
-                continue
-            log.warning("%s batch of %d failed (%s); retrying one by one", name, len(batch), exc)
-            for i in batch:
-                try:
-                    fn([i])
-                except Exception as exc1:  # noqa: BLE001
-                    errors[i] = f"{name} failed: {type(exc1).__name__}: {exc1}"
+            else:
+                log.warning("%s batch of %d failed (%s); retrying one by one", name, len(batch), exc)
+                for i in batch:
+                    try:
+                        fn([i])
+                    except Exception as exc1:  # noqa: BLE001
+                        errors[i] = f"{name} failed: {type(exc1).__name__}: {exc1}"
+        progress.update(len(batch))
 
 
 #: Å^3 per atom below which a structure is not sent to an MLIP. Diamond, the densest

@@ -6,6 +6,7 @@ any MLIP (it only needs an ASE calculator) and with FixSymmetry.
 """
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 
@@ -14,7 +15,11 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from crystalrl.logs import Progress
+
 from .guards import Guards
+
+log = logging.getLogger(__name__)
 
 
 def relax_one(atoms: Atoms, *, fmax: float, max_steps: int, guards: Guards,
@@ -42,6 +47,7 @@ def relax_ase(calc, atoms_list: list[Atoms], *, fmax: float, max_steps: int, gua
               fix_symmetry: bool = False) -> list[dict]:
     """`relax_one` for each structure with calculator `calc`; an exception fails that structure only."""
     rows = []
+    progress = Progress("relaxation (ASE FIRE)", len(atoms_list), log)
     for atoms in atoms_list:
         t0 = time.perf_counter()
         atoms.calc = calc
@@ -53,4 +59,5 @@ def relax_ase(calc, atoms_list: list[Atoms], *, fmax: float, max_steps: int, gua
             row = {"status": f"failed: {type(exc).__name__}: {exc}", "steps": 0, "converged": False}
         row.update(seconds=time.perf_counter() - t0, method="ase")
         rows.append(row)
+        progress.update()
     return rows

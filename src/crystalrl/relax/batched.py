@@ -36,6 +36,7 @@ from ase import Atoms
 from pymatgen.io.ase import AseAtomsAdaptor
 
 from crystalrl.mlip.base import BatchedMLIP
+from crystalrl.logs import Progress
 
 from .frechet import memoized_expm_frechet
 from .guards import Guards
@@ -79,6 +80,7 @@ def relax_batched(mlip: BatchedMLIP, atoms_list: list[Atoms], *, fmax: float, ma
     waiting = deque(range(n))
     active: list[int] = []
     state = None
+    progress, finished = Progress("batched relaxation", n, log), 0
     while waiting or active:
         t0 = time.perf_counter()
         new = [waiting.popleft() for _ in range(min(len(waiting), batch_size - len(active)))]
@@ -116,6 +118,9 @@ def relax_batched(mlip: BatchedMLIP, atoms_list: list[Atoms], *, fmax: float, ma
             retry += [i for i in members if rows[i] is None]
             active, state = [], None
         seconds[members] += (time.perf_counter() - t0) / len(members)
+        now_finished = sum(r is not None for r in rows) + len(retry)
+        progress.update(now_finished - finished)
+        finished = now_finished
     for i, row in enumerate(rows):
         if row is not None:
             row.update(steps=int(steps[i]), seconds=float(seconds[i]), method="batched")

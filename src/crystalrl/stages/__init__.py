@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ from crystalrl.artifacts import advice_for, check_inputs, input_paths
 from crystalrl.curves import CurveMirror
 from crystalrl.devices import apply_memory_policy, check_devices
 from crystalrl.distributed import launch, write_spec
-from crystalrl.logs import get_logger
+from crystalrl.logs import close_log_files, get_logger
 from crystalrl.runtime import keep_freed_memory, set_threads
 from crystalrl.timelimit import EXIT_TIME_LIMIT, TimeLimit, catch_signals_early, checkpoint_step, requeue
 
@@ -78,7 +79,10 @@ def main(stage: str, snakemake) -> None:
     set_threads(snakemake.threads)
     keep_freed_memory()
     catch_signals_early()
-    log = get_logger(f"crystalrl.{stage}", snakemake.log[0] if snakemake.log else None)
+    # handlers on the package logger: the stage's lines and every library module's (crystalrl.hull,
+    # crystalrl.relax.batched's progress, ...) reach the rule's log once each
+    get_logger("crystalrl", snakemake.log[0] if snakemake.log else None)
+    log = logging.getLogger(f"crystalrl.{stage}")
     inputs, outputs = named(snakemake.input), named(snakemake.output)
     params = dict(_items(snakemake.params))
     resources = dict(_items(getattr(snakemake, "resources", None) or {}))
@@ -110,6 +114,8 @@ def main(stage: str, snakemake) -> None:
         log.error("stage %s failed", stage, exc_info=True)
         log.error("what to do: %s", advice_for(exc, paths, _check_model_dir))
         raise
+    finally:
+        close_log_files("crystalrl")  # the next stage of this process (tests, notebooks) logs to its own file
 
 
 #: Model hubs the libraries would otherwise reach for at load time. Jobs that run models read
@@ -141,7 +147,8 @@ def run_worker(spec_path: str) -> int:
     set_threads(spec["threads"])
     keep_freed_memory()
     rank = distributed.process_index()
-    log = get_logger(f"crystalrl.{spec['stage']}.p{rank}", spec["log"], level=None if rank == 0 else "WARNING")
+    get_logger("crystalrl", spec["log"], level=None if rank == 0 else "WARNING")
+    log = logging.getLogger(f"crystalrl.{spec['stage']}.p{rank}")
     try:
         _run(spec["stage"], named(spec["inputs"]), named(spec["outputs"]), spec["params"], log, spec["threads"],
              spec["resources"])
