@@ -85,6 +85,71 @@ def test_training_curves_are_in_tensorboard(demo):
         assert steps == metrics.dropna(subset=[tag])["step"].tolist(), (name, steps)
 
 
+#: docs/artifacts.md's "Artifact columns" row -> a file of that kind the demo writes
+DOCUMENTED = {"data/{train,val,test}.parquet": "data/train.parquet",
+              "data/rejected.parquet": "data/rejected.parquet",
+              "data/tokens_{split}.parquet": "data/tokens_train.parquet",
+              "metrics/pretrain_base.parquet": "metrics/pretrain_base.parquet",
+              "metrics/ppo_{name}.parquet": "metrics/ppo_ehull.parquet",
+              "samples/{model}/{dist,per_sg}.parquet": "samples/base/dist.parquet",
+              "relax/{model}/{set}.parquet": "relax/base/sft_pool.parquet",
+              "eval/{model}/{set}.parquet": "eval/base/dist.parquet",
+              "candidates/{model}/candidates.csv": "candidates/base/candidates.csv"}
+
+
+def documented_columns(docs: Path) -> dict[str, list[str]]:
+    """file -> the names listed first in its row of the 'Artifact columns' table: backticked words
+    before any parenthesis; `x*` and `<x>_mean` stand for families of columns."""
+    import re
+
+    table = docs.read_text().split("## Artifact columns")[1].split("\n\n")[0]
+    out = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 2 or not cells[0].startswith("`"):
+            continue
+        for file in re.findall(r"`([^`]+)`", cells[0]):
+            names = []
+            for chunk in re.findall(r"`([^`]+)`", re.sub(r"\([^)]*\)", "", cells[1])):
+                names += [re.sub(r"\[\d+\]$", "", n.strip()) for n in chunk.split(",") if n.strip()]
+            out[file] = names
+    return out
+
+
+def undocumented(columns, names) -> tuple[list[str], list[str]]:
+    """(columns no documented name covers, documented plain names missing from the columns)."""
+    import fnmatch
+
+    patterns = [n.replace("<", "[").replace(">", "]").replace("[name]", "*").replace("[extra]", "*")
+                .replace("[component]", "*") for n in names]
+    extra = [c for c in columns if not any(fnmatch.fnmatchcase(c, p) for p in patterns)]
+    missing = [n for n in names if not any(ch in n for ch in "*<") and n not in columns]
+    return extra, missing
+
+
+def check_artifact_columns(res: Path, docs: Path) -> dict:
+    doc = documented_columns(docs)
+    problems = {}
+    for row, example in DOCUMENTED.items():
+        assert row in doc, f"docs/artifacts.md has no row for {row}"
+        path = res / example
+        cols = list(pd.read_csv(path, nrows=0).columns) if path.suffix == ".csv" else list(
+            pd.read_parquet(path).columns)
+        extra, missing = undocumented(cols, doc[row])
+        if extra or missing:
+            problems[row] = dict(undocumented=extra, not_written=missing)
+    return problems
+
+
+def test_artifact_columns_are_the_documented_ones(demo):
+    """Issue 28: one artifacts table, tested against what the stages write: a column added without
+    its line in docs/artifacts.md (or documented and gone) fails here."""
+    problems = check_artifact_columns(demo.res, Path(__file__).resolve().parents[1] / "docs" / "artifacts.md")
+    assert not problems, problems
+    extra, missing = undocumented(["id", "source", "new_column"], ["id", "source", "cif"])
+    assert extra == ["new_column"] and missing == ["cif"]  # the check can fail
+
+
 def test_report_html_embeds_every_figure(demo):
     snakemake(demo.wd, "--report", "report.html")
     html = (demo.wd / "report.html").read_text(errors="replace")
