@@ -188,3 +188,57 @@ def test_progress_lines_say_how_far_a_long_loop_is(caplog):
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["relax: 30/100 (30%), 0.5/s, about 2 min left", "relax: 60/100 (60%), 0.5/s, about 1 min left",
                      "relax: 90/100 (90%), 0.5/s, about 0 min left", "relax: 100/100 (100%), 0.5/s, done in 3.3 min"]
+
+
+def wandb_history(run_file: Path) -> list[dict]:
+    """The logged rows of an offline W&B run file: LevelDB-log records (32 KiB blocks, 7-byte
+    headers: crc32, length, type) holding wandb's `Record` protobufs."""
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, pos, buf, rows = run_file.read_bytes(), 32768, 7, b"", []
+    assert data[:4] == b":W&B", run_file
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _crc, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if n == 0 and kind == 0:  # zero padding to the end of a block
+            pos += block - pos % block
+            continue
+        buf, pos = buf + data[pos + 7:pos + 7 + n], pos + 7 + n
+        if kind in (1, 4):  # a whole record, or its last piece
+            record = pb.Record()
+            record.ParseFromString(buf)
+            buf = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+    return rows
+
+
+def test_metrics_go_to_weights_and_biases_offline_when_configured(tmp_path, monkeypatch):
+    """Issue 28: W&B is an option, configured with its own variables and tested offline: the rows of
+    the table reach an offline run, one W&B run per table; without WANDB_PROJECT nothing is made."""
+    pytest.importorskip("wandb", reason="wandb is optional (pip install wandb); CI installs it with [dev]")
+    import pandas as pd
+
+    from crystalrl.curves import CurveMirror
+
+    path = tmp_path / "results" / "demo" / "metrics" / "ppo_ehull.parquet"
+    path.parent.mkdir(parents=True)
+    pd.DataFrame([dict(step=s, reward_mean=-5.0 + s, kl=0.1 * s) for s in (1, 2, 3)]).to_parquet(path)
+    with CurveMirror(path, every_s=3600):
+        pass
+    assert not (tmp_path / "results" / "demo" / "wandb").exists()
+    monkeypatch.setenv("WANDB_PROJECT", "crystalrl-test")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.delenv("WANDB_DIR", raising=False)
+    with CurveMirror(path, every_s=3600):
+        pass
+    runs = list((tmp_path / "results" / "demo" / "wandb" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1, runs
+    rows = wandb_history(runs[0])
+    assert [(r["_step"], r["reward_mean"]) for r in rows] == [(1, -4), (2, -3), (3, -2)]
