@@ -21,10 +21,16 @@ from pymatgen.core import Structure
 
 from crystalrl.config import SectionConfig
 from crystalrl.evaluate.matching import NoveltyIndex, unique_mask
-from crystalrl.evaluate.validity import validity_table
+from crystalrl.evaluate.validity import STRICT_COLUMNS, validity_table
 from crystalrl.structures import parse_many
 
 METRICS = ("valid", "stable", "unique", "novel", "sun")
+#: Counted beside METRICS where the eval table has them (`valid_strict`: LeMat-GenBench's checks too).
+VALIDITY = ("valid_struct", "valid_comp", "valid_strict")
+
+
+def _counted(df: pd.DataFrame) -> tuple[str, ...]:
+    return tuple(m for m in VALIDITY if m in df) + METRICS
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,7 @@ class EvaluateConfig(SectionConfig):
     min_distance: float
     min_volume: float
     oxidation_states_set: str
+    strict: dict
     matcher: dict
 
 
@@ -48,7 +55,7 @@ def evaluate_samples(samples_df: pd.DataFrame, *, e_hull: Sequence[float], confi
                      validity: pd.DataFrame | None = None,
                      novelty_index: NoveltyIndex | None = None, processes: int = 1) -> pd.DataFrame:
     """Per-sample table: `sample_id, G, seconds, formula, n_atoms, valid_struct, valid_comp,
-    valid, e_hull, stable, unique, novel, sun, reason` (G/seconds copied when present).
+    valid, valid_radii, valid_density, valid_lattice, valid_strict, e_hull, stable, unique, novel, sun, reason` (G/seconds copied when present).
 
     `samples_df` needs `cif` (null where decoding failed); `e_hull` (n,) in eV/atom
     (NaN where unknown); `train_df` (`cif`, `formula`, `spacegroup`) or a prebuilt
@@ -77,8 +84,8 @@ def evaluate_samples(samples_df: pd.DataFrame, *, e_hull: Sequence[float], confi
     out["formula"] = [s.composition.reduced_formula if s is not None else None for s in structures]
     out["n_atoms"] = [len(s) if s is not None else 0 for s in structures]
     val = validity if validity is not None else \
-        validity_table(structures, cfg.min_distance, cfg.min_volume, cfg.oxidation_states_set)
-    for col in ("valid_struct", "valid_comp", "valid"):
+        validity_table(structures, cfg.min_distance, cfg.min_volume, cfg.oxidation_states_set, cfg.strict)
+    for col in ("valid_struct", "valid_comp", "valid", *STRICT_COLUMNS, "valid_strict"):
         out[col] = val[col].to_numpy()
     out["e_hull"] = e_hull
     out["stable"] = np.nan_to_num(e_hull, nan=np.inf) < float(cfg.stable_threshold)
@@ -113,7 +120,7 @@ def _seconds_per_row(df: pd.DataFrame, model: str, seconds: Mapping[str, float] 
 
 def _counts(df: pd.DataFrame, secs: np.ndarray) -> dict:
     row = {"n": len(df)}
-    for m in ("valid_struct", "valid_comp") + METRICS:
+    for m in _counted(df):
         row[f"n_{m}"] = int(df[m].sum())
     row["seconds"] = float(np.sum(secs)) if len(secs) else 0.0
     return row
@@ -121,7 +128,7 @@ def _counts(df: pd.DataFrame, secs: np.ndarray) -> dict:
 
 def _rates(row: dict) -> dict:
     n = row["n"]
-    for m in ("valid_struct", "valid_comp") + METRICS:
+    for m in [k[2:] for k in list(row) if k.startswith("n_")]:
         row[f"{m}_rate"] = row[f"n_{m}"] / n if n else np.nan
     row["sun_per_second"] = row["n_sun"] / row["seconds"] if row["seconds"] > 0 else np.nan
     return row
@@ -133,7 +140,7 @@ def sun_table(eval_dfs: Mapping[str, pd.DataFrame], seconds: Mapping[str, float]
     """One row per (model, space group) and a total row per model (`spacegroup == "total"`).
 
     Columns: `model, spacegroup (int, or "total"), n, n_valid_struct, n_valid_comp,
-    n_valid, n_stable, n_unique, n_novel, n_sun, seconds, <metric>_rate (count / n),
+    n_valid_strict (where the eval tables have it), n_valid, n_stable, n_unique, n_novel, n_sun, seconds, <metric>_rate (count / n),
     sun_per_second`. Sampling seconds: `seconds[model]` (the model's total wall time,
     shared evenly over its samples) when given, else the samples' `seconds` column;
     sun_per_second = n_sun / seconds.
@@ -161,7 +168,7 @@ def sun_table(eval_dfs: Mapping[str, pd.DataFrame], seconds: Mapping[str, float]
             w = np.array([float(sg_weights.get(r["spacegroup"], 0.0)) for r in per_g])
             if w.sum() <= 0:
                 raise ValueError(f"sg_weights give zero weight to every space group of model {model!r}")
-            for m in ("valid_struct", "valid_comp") + METRICS:
+            for m in _counted(df):
                 total[f"{m}_rate"] = float(np.dot(w, [r[f"{m}_rate"] for r in per_g]) / w.sum())
             total["sun_per_second"] = (total["sun_rate"] * total["n"] / total["seconds"]
                                        if total["seconds"] > 0 else np.nan)

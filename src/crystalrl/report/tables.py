@@ -34,9 +34,14 @@ def overall(evals: dict[str, pd.DataFrame], seconds: dict[str, float] | None = N
 
 
 def validity(evals: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Structural, compositional and overall validity per model (paper Appendix B)."""
+    """Structural, compositional and overall validity per model (paper Appendix B: CDVAE's
+    definitions), then LeMat-GenBench's stricter checks where the eval tables have them:
+    radius-based distances, density, cell lengths, and `strict` (overall and all three)."""
+    strict = {"radius_distance": "valid_radii", "density": "valid_density", "lattice": "valid_lattice",
+              "strict": "valid_strict"}
     return pd.DataFrame([{"model": m, "n": len(df), "structural": float(df["valid_struct"].mean()),
-                          "compositional": float(df["valid_comp"].mean()), "overall": float(df["valid"].mean())}
+                          "compositional": float(df["valid_comp"].mean()), "overall": float(df["valid"].mean()),
+                          **{k: float(df[c].mean()) for k, c in strict.items() if c in df}}
                          for m, df in evals.items()])
 
 

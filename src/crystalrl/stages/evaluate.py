@@ -26,7 +26,7 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     for w in why:
         if w:
             log.warning("%s", w)
-    val = validity_table(structures, cfg.min_distance, cfg.min_volume, cfg.oxidation_states_set)
+    val = validity_table(structures, cfg.min_distance, cfg.min_volume, cfg.oxidation_states_set, cfg.strict)
     e_hull = np.full(len(structures), np.nan)
     if val["valid_struct"].any():
         mlip_cfg = MLIPConfig.from_dict(params["mlip"])
