@@ -21,7 +21,7 @@ from PIL import Image
 from test_workflow import make_workdir, planned_jobs, snakemake
 
 FIGURES = ["pretrain_loss.png", "ppo_curves.png", "ehull_hist.png", "sun_per_spacegroup.png", "reward_audit.png"]
-TABLES = ["overall", "sun_by_spacegroup", "validity", "reward_audit"]
+TABLES = ["overall", "sun_by_spacegroup", "validity", "distribution", "reward_audit"]
 
 pytestmark = pytest.mark.slow
 

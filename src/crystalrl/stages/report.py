@@ -3,7 +3,8 @@
 inputs: sun (the S.U.N. table), evals, train (the curated train split: element frequencies of
 the reward-hacking audit, `crystalrl.evaluate.audit`), pretrain_metrics (list; empty for an imported base), sft_metrics (list), ppo_metrics
 (list, in the order of params.ppo_runs); params: ppo_runs, stable (threshold);
-outputs: pretrain, ppo, ehull, sun, audit (figures), tables (folder).
+outputs: pretrain, ppo, ehull, sun, audit (figures), tables (folder: overall, sun_by_spacegroup,
+validity, distribution, reward_audit).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from crystalrl.evaluate.audit import audit_table
+from crystalrl.evaluate.distribution import distribution_table
 from crystalrl.report import figures, tables
 from crystalrl.stages.sun_table import read_evals
 
@@ -34,8 +36,9 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     tables.write_table(tables.overall(evals["dist"]), out / "overall")
     tables.write_table(sun, out / "sun_by_spacegroup")
     tables.write_table(tables.validity(evals["dist"]), out / "validity")
-    train = pd.read_parquet(inputs.train, columns=["formula"])["formula"].tolist()
-    audit = audit_table(evals["dist"], train)
+    train = pd.read_parquet(inputs.train, columns=["formula", "spacegroup"])
+    tables.write_table(distribution_table(evals["dist"], train), out / "distribution")
+    audit = audit_table(evals["dist"], train["formula"].tolist())
     tables.write_table(audit, out / "reward_audit")
     figures.reward_audit(audit, outputs.audit)
     for row in audit.itertuples():
