@@ -8,8 +8,9 @@ is `smact.screening.smact_validity` with the `smact14` oxidation states, i.e. th
 full SMACT list that CDVAE's metric used (smact 4 defaults to a stricter ICSD24 set).
 
 Strict (`strict_validity`, config `evaluate.strict`): LeMat-GenBench's physical checks at
-its defaults, each its own column. A flat 0.5 Å cut passes an Si-Si pair at 0.88 Å and an
-O2 cell of 94 g/cm^3; the radius-based cut (0.5 x (0.7 + r_i + r_j), 2.5 Å for Si-Si) and
+its defaults, each its own column. The flat `MIN_DISTANCE` cut passes an Si-Si pair at 0.88 Å
+and an O2 cell of 94 g/cm^3; the radius-based cut (radius_scale x (radius_offset + r_i + r_j),
+1.45 Å for Si-Si at the defaults) and
 the density window (1-25 g/cm^3) do not. Unlike the benchmark's minimum-image distance
 matrix, every periodic image counts here (a cell shorter than the cut is caught too).
 """
@@ -46,7 +47,7 @@ def strict_validity(structure: Structure, strict: dict = STRICT,
     """({valid_radii, valid_density, valid_lattice}, reason) of LeMat-GenBench's physical checks.
 
     `distances=False` for a structure that failed the flat cut already: the radius-based cut
-    (at least 0.5 x (0.7 + 2 x 0.25) = 0.6 A) fails it too, and a collapsed cell's neighbour
+    (0.6 A or more at the defaults, H-H the shortest) fails it too, and a collapsed cell's neighbour
     list at the radius cut would hold millions of images."""
     scale, offset = float(strict["radius_scale"]), float(strict["radius_offset"])
     (rho_lo, rho_hi), (len_lo, len_hi) = strict["density"], strict["lattice_length"]
