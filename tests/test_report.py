@@ -82,3 +82,33 @@ def test_reward_audit_flags_a_batch_that_is_half_single_elements(tmp_path):
     assert "Si" in table.set_index("model").loc["ppo_ehull", "element_drift"] or "O" in table.set_index("model").loc["ppo_ehull", "element_drift"]
     figures.reward_audit(table, tmp_path / "audit.png")
     assert (tmp_path / "audit.png").stat().st_size > 10_000
+
+
+def test_table_e_rows_trace_back_to_their_crystal_and_the_dfpt_set(shared_data, tmp_path):
+    """Issue 26: the paper's Table E, traceable: each top candidate names its model and sample id,
+    carries its CIF, and says whether it is in the DFPT set the dielectric models learned from
+    (a crystal of that set is; a made-up one is not)."""
+    from pymatgen.core import Lattice, Structure
+
+    from crystalrl.stages import run_stage
+    from crystalrl.structures import parse_structure
+
+    dfpt = shared_data / "mp_dielectric" / "dielectric_constant.json.gz"
+    known = parse_structure(pd.read_json(dfpt, orient="split")["structure"].iloc[0])
+    made_up = Structure(Lattice.cubic(5.1), ["Cs", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    made_up.replace(0, "Rb")  # RbBr in the CsCl type: not how the DFPT set holds it, if at all
+    rows = lambda fom: pd.DataFrame({  # noqa: E731
+        "sample_id": [3, 8], "spacegroup": [known.get_space_group_info()[1], 221],
+        "formula": [known.composition.reduced_formula, "RbBr"], "band_gap": [3.0, 4.0], "eps": [10.0, 6.0],
+        "fom": fom, "status": "ok", "e_hull": [0.0, 0.05], "novel": [False, True],
+        "cif": [known.to(fmt="cif"), made_up.to(fmt="cif")]})
+    preds = {"base": rows([1.0, 2.0]), "ppo_fom": rows([30.0, 24.0])}
+    for m, df in preds.items():
+        df.to_parquet(tmp_path / f"{m}.parquet")
+    out = {"scatter": str(tmp_path / "s.png"), "ehull": str(tmp_path / "e.png"), "table": str(tmp_path / "t.csv")}
+    run_stage("report_dielectric", {"preds": [str(tmp_path / f"{m}.parquet") for m in preds], "dfpt": str(dfpt)},
+              out, {"stable": 0.1, "matcher": {}, "match_spacegroup": False})
+    top = pd.read_csv(tmp_path / "t.csv")
+    assert top["model"].tolist() == ["ppo_fom", "ppo_fom"] and top["sample_id"].tolist() == [3, 8]
+    assert top["in_dfpt_set"].tolist() == [True, False] and top["in_training_set"].tolist() == [True, False]
+    assert Structure.from_str(top["cif"].iloc[1], fmt="cif").composition.reduced_formula == "RbBr"

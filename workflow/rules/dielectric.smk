@@ -79,6 +79,7 @@ rule report_dielectric:
     """Fig. 6 and the table of top dielectric candidates (Appendix E)."""
     input:
         preds=expand(rules.predict_dielectric.output.preds, model=DIELECTRIC_MODELS),
+        dfpt=config["dielectric"]["data"],
     output:
         scatter=report(
             f"{R}/figures/dielectric_pareto.png",
@@ -105,5 +106,7 @@ rule report_dielectric:
         **rule_resources("report_dielectric"),
     params:
         stable=config["evaluate"]["stable_threshold"],
+        matcher=config["evaluate"]["matcher"],
+        match_spacegroup=config["evaluate"]["match_spacegroup"],
     script:
         "../scripts/report_dielectric.py"

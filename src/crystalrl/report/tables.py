@@ -47,13 +47,16 @@ def validity(evals: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def dielectric_candidates(preds: pd.DataFrame, *, e_hull_max: float = 0.1, gap_min: float = 0.0,
                           top: int = 30) -> pd.DataFrame:
-    """Top FoM samples that are stable (paper Appendix E): formula, gap, eps, FoM, e_hull, novel."""
+    """Top FoM samples that are stable (paper Appendix E), traceable to their crystal: model,
+    sample_id, formula, space group, gap, eps, FoM, e_hull, in_training_set (not novel against
+    the training split) and the sample's `cif` where the predictions carry them."""
     d = preds[(preds["e_hull"] < e_hull_max) & (preds["band_gap"] > gap_min) & np.isfinite(preds["fom"])]
     d = d.sort_values("fom", ascending=False).drop_duplicates("formula").head(top)
-    cols = [c for c in ("formula", "spacegroup", "band_gap", "eps", "fom", "e_hull", "novel") if c in d]
+    cols = [c for c in ("model", "sample_id", "formula", "spacegroup", "band_gap", "eps", "fom", "e_hull", "novel",
+                        "cif") if c in d]
     out = d[cols].reset_index(drop=True)
     if "novel" in out:
-        out["in_training_set"] = ~out.pop("novel").astype(bool)
+        out.insert(out.columns.get_loc("novel"), "in_training_set", ~out.pop("novel").astype(bool))
     return out
 
 

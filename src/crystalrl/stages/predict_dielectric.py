@@ -23,7 +23,7 @@ def predict_samples(samples: pd.DataFrame, evals: pd.DataFrame, predictor, space
     out = pd.DataFrame({"sample_id": s["sample_id"].to_numpy(), "spacegroup": s["G"].to_numpy(),
                         "formula": [st.composition.reduced_formula for st in structures],
                         "band_gap": pred["band_gap"], "eps": pred["eps"], "fom": pred["fom"],
-                        "status": pred["status"].astype(str)})
+                        "status": pred["status"].astype(str), "cif": s["cif"].to_numpy()})
     keep = [c for c in ("sample_id", "e_hull", "novel") if c in evals]
     return out.merge(evals[keep], on="sample_id", how="left")
 
