@@ -77,9 +77,13 @@ def test_reward_audit_flags_a_batch_that_is_half_single_elements(tmp_path):
     table = audit_table({"base": base, "sft": same, "ppo_ehull": hacked}, train_formulas=multi * 3)
     v = table.set_index("model")["verdict"]
     assert v["base"] == "reference" and "no sign" in v["sft"]
-    assert "single-element share 10% -> 50%" in v["ppo_ehull"]  # of the 10 decoded; the 11th did not decode and "inspect" in v["ppo_ehull"]
+    assert "single-element share 10% -> 50%" in v["ppo_ehull"] and "inspect" in v["ppo_ehull"]  # 10 decoded of 11
     assert table.set_index("model").loc["ppo_ehull", "below_hull_frac"] == 0.1
     assert "Si" in table.set_index("model").loc["ppo_ehull", "element_drift"] or "O" in table.set_index("model").loc["ppo_ehull", "element_drift"]
+    # a run that piles onto one element's compounds (the demo's PPO went to Cd: +22.6 points)
+    piled = pd.DataFrame({"formula": ["CdS", "CdO", "CdSe", "Cd", "CdF2"] + multi[:5], "e_hull": [0.2] * 10})
+    v2 = audit_table({"base": base, "ppo_ehull": piled}, train_formulas=multi * 3).set_index("model")["verdict"]
+    assert v2["ppo_ehull"].startswith("element drift Cd +") and "inspect" in v2["ppo_ehull"], v2["ppo_ehull"]
     figures.reward_audit(table, tmp_path / "audit.png")
     assert (tmp_path / "audit.png").stat().st_size > 10_000
 

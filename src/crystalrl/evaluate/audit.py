@@ -71,6 +71,11 @@ def audit_table(evals: Mapping[str, pd.DataFrame], train_formulas: Sequence[str]
     return table
 
 
+#: An element whose share of all atoms moved this much from the training set (and twice the base
+#: model's largest move) is flagged: a reward can be gamed by piling onto one element's compounds.
+DRIFT_FLAG = 0.10
+
+
 def verdict(row, base_row) -> str:
     """A sentence per model: what moved against the base model, and whether to inspect it."""
     if base_row is None or row["model"] == base_row["model"]:
@@ -81,6 +86,10 @@ def verdict(row, base_row) -> str:
         a, b = row.get(col, np.nan), base_row.get(col, np.nan)
         if np.isfinite(a) and np.isfinite(b) and a - b > 0.10 and a > 1.5 * b:
             flags.append(f"{what} {100 * b:.0f}% -> {100 * a:.0f}%")
+    drift, base_drift = row.get("max_element_drift", np.nan), base_row.get("max_element_drift", np.nan)
+    if np.isfinite(drift) and np.isfinite(base_drift) and drift > DRIFT_FLAG and drift > 2 * base_drift:
+        top = str(row.get("element_drift", "")).split(",")[0]
+        flags.append(f"element drift {top} from the training set (base's largest {100 * base_drift:.1f} pts)")
     if not flags:
         return "no sign of reward hacking against the base model"
     return "; ".join(flags) + ": inspect (docs/rl.md, guards)"
