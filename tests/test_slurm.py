@@ -406,8 +406,9 @@ def test_sacct_sees_no_job_here_so_the_profile_polls_with_squeue(slurm_run):
 
 
 def test_request_that_fits_no_node_stops_before_submission(slurm_run):
-    def n_jobs():
-        return len(subprocess.run(["squeue", "--states=all", "--noheader"], capture_output=True, text=True).stdout.split("\n"))
+    def n_jobs():  # the newest job id: finished jobs leave squeue's list while the test runs, so no count
+        ids = subprocess.run(["squeue", "--states=all", "--noheader", "-o", "%i"], capture_output=True, text=True).stdout
+        return max((int(x) for x in ids.split() if x.isdigit()), default=0)
 
     before = n_jobs()
     rc, out, _ = _run(slurm_run.wd, "--profile", "slurm", "--forcerun", "ppo", "--set-threads", "ppo=64",
