@@ -121,7 +121,7 @@ class Builtin:
     build: Callable[..., RewardFn]
 
 
-def _build_fom(*, dielectric_dirs=None, batch_size: int = 64, **_) -> RewardFn:
+def _build_fom(*, dielectric_dirs=None, batch_size: int, **_) -> RewardFn:
     from crystalrl.dielectric import DielectricPredictor
 
     if not dielectric_dirs:

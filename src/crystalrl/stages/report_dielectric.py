@@ -32,7 +32,10 @@ def run(inputs, outputs, params, log, threads=1) -> None:
         # every row of the DFPT file, as the dielectric stages read it (no torch here: the data env)
         dfpt, _bad = parse_many(pd.read_json(inputs.dfpt, orient="split")["structure"].tolist())
         dfpt = [x for x in dfpt if x is not None]
-        known = NoveltyIndex(dfpt, params["matcher"], params["match_spacegroup"])
+        # only crystals of the candidates' formulas can match: the index writes each reference as CIF
+        formulas = set(top["formula"])
+        known = NoveltyIndex([x for x in dfpt if x.composition.reduced_formula in formulas], params["matcher"],
+                             params["match_spacegroup"])
         structures, _why = parse_many(top["cif"].tolist())
         top.insert(top.columns.get_loc("cif"), "in_dfpt_set", ~np.asarray(known.is_novel(structures), bool))
         log.info("%d of %d top candidates are in the DFPT set (%d structures)", int(top["in_dfpt_set"].sum()),
