@@ -479,6 +479,31 @@ TIME_LIMITED = {**DEMO, "threads": {"train": 1}, "processes": {"pretrain": {"tas
                 "pretrain": {"steps": 300, "batch_size": 32, "val_every": 100, "ckpt_every": 10000}}
 
 
+# workers of one job that stop at a time limit one after another (the second still saving)
+_STAGGERED_STOP = ("import os, sys, time; from crystalrl.distributed import mark_stopped; "
+                   "time.sleep(3 * int(os.environ.get('SLURM_PROCID', os.environ.get('CRYSTALRL_PROCESS_ID', 0)))); "
+                   "sys.exit(mark_stopped())")
+
+
+def test_workers_stopping_one_after_another_under_srun_are_a_time_limit_stop(test_cluster, tmp_path):
+    """srun --kill-on-bad-exit kills the other tasks when the first exits non-zero: a worker
+    that stopped at its limit first must not kill one still saving (CI: srun's 143, no requeue)."""
+    script = tmp_path / "job.py"
+    script.write_text(f"""import sys
+from crystalrl.distributed import launch
+from crystalrl.timelimit import TimeLimit
+try:
+    launch([sys.executable, "-c", {_STAGGERED_STOP!r}], tasks=2, stop_file={str(tmp_path / 'stopped')!r})
+except TimeLimit as exc:
+    print("TIME LIMIT:", exc)
+""")
+    out = tmp_path / "job.out"
+    subprocess.run(["sbatch", "--wait", "-n", "2", "--mem=1000", "-o", str(out), "--wrap",
+                    f"{sys.executable} {script}"], check=True, capture_output=True, timeout=300)
+    text = out.read_text()
+    assert "TIME LIMIT: stopped for the time limit" in text and "Terminated" not in text, text
+
+
 @pytest.fixture(scope="module")
 def timelimit_run(test_cluster, tmp_path_factory):
     """Pretraining as one Slurm job of 2 tasks (2 JAX processes) under a 1-minute time limit,

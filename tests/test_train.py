@@ -246,6 +246,17 @@ def test_workers_ended_by_the_jobs_sigterm_stopped_at_the_limit(codes, terminate
         _raise_for(codes, "2 processes under srun", terminated=terminated)
 
 
+def test_local_workers_stopping_one_after_another_are_a_time_limit_stop():
+    """The first worker to stop at a time limit must not get the others, still saving, killed."""
+    from test_slurm import _STAGGERED_STOP
+
+    from crystalrl import distributed
+    from crystalrl.timelimit import TimeLimit
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    with pytest.raises(TimeLimit):
+        distributed.launch([sys.executable, "-c", _STAGGERED_STOP], tasks=2, env=env)
+
+
 @pytest.mark.slow
 def test_dropout_draws_new_masks_each_step(alex, tmp_path):
     """Training loss at a fixed state/batch depends on the step's dropout key only."""

@@ -27,10 +27,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 ENV_COORDINATOR = "CRYSTALRL_COORDINATOR"
 ENV_NUM_PROCESSES = "CRYSTALRL_NUM_PROCESSES"
 ENV_PROCESS_ID = "CRYSTALRL_PROCESS_ID"
+#: File the workers create when they stopped at a time limit: they then exit 0 together, since
+#: srun's --kill-on-bad-exit would kill a worker still saving when the first exits non-zero.
+ENV_STOP_FILE = "CRYSTALRL_STOP_FILE"
 
 _initialized = False
 
@@ -144,9 +148,25 @@ def launch_command(argv: Sequence[str], tasks: int, nodes: int, env: Mapping[str
 
 
 def launch(argv: Sequence[str], tasks: int, nodes: int = 1, env: Mapping[str, str] | None = None,
-           log=None) -> None:
-    """Run `argv` as `tasks` processes of one JAX job and wait; RuntimeError if any fails."""
+           log=None, stop_file: str | os.PathLike | None = None) -> None:
+    """Run `argv` as `tasks` processes of one JAX job and wait; RuntimeError if any fails,
+    TimeLimit if they stopped at a time limit.
+
+    `stop_file` (on a file system every node sees; a temporary file by default): where the
+    workers say they stopped at a time limit (`mark_stopped`)."""
+    import tempfile
+
     env = dict(os.environ if env is None else env)
+    with tempfile.TemporaryDirectory() as tmp:
+        stop = Path(stop_file) if stop_file else Path(tmp) / "stopped"
+        stop.unlink(missing_ok=True)  # a stop of an earlier start of this job
+        env[ENV_STOP_FILE] = str(stop)
+        codes, what, terminated = _start_and_wait(argv, tasks, nodes, env, log)
+        _raise_for(codes, what, terminated=terminated, stopped=stop.exists())
+
+
+def _start_and_wait(argv, tasks, nodes, env, log) -> tuple[list[int], str, bool]:
+    """The workers' exit statuses, what they were, and whether this process got SIGTERM meanwhile."""
     cmd = launch_command(argv, tasks, nodes, env)
     if cmd is not None:
         if log:
@@ -159,8 +179,7 @@ def launch(argv: Sequence[str], tasks: int, nodes: int = 1, env: Mapping[str, st
             rc = subprocess.run(cmd, env=env).returncode
         finally:
             signal.signal(signal.SIGTERM, old)
-        _raise_for([rc], f"{tasks} processes under srun", terminated=bool(terminated))
-        return
+        return [rc], f"{tasks} processes under srun", bool(terminated)
     if nodes > 1:
         raise RuntimeError(f"{nodes} nodes asked for, but this is not a Slurm allocation (no SLURM_JOB_ID/srun)")
     coordinator = f"127.0.0.1:{_free_port()}"
@@ -174,20 +193,32 @@ def launch(argv: Sequence[str], tasks: int, nodes: int = 1, env: Mapping[str, st
                 if p.poll() is None:
                     p.terminate()
         time.sleep(0.2)
-    _raise_for([p.returncode for p in procs], f"{tasks} local processes")
+    return [p.returncode for p in procs], f"{tasks} local processes", False
 
 
-def _raise_for(codes: list[int], what: str, terminated: bool = False) -> None:
-    """TimeLimit when the processes stopped for a time limit (every status 0 or EXIT_TIME_LIMIT),
-    or when this process got the job's SIGTERM too (the limit itself, a preemption) and they
-    ended by it (status 143, or -15 from Popen): the caller requeues only if a checkpoint
-    beyond the start exists. RuntimeError for any other failure."""
+def mark_stopped(env: Mapping[str, str] = os.environ) -> int:
+    """In a worker that stopped at a time limit (after its checkpoint): tell `launch`, and
+    return the exit status (0 when `launch` reads the stop file, else EXIT_TIME_LIMIT)."""
+    from crystalrl.timelimit import EXIT_TIME_LIMIT
+
+    if not env.get(ENV_STOP_FILE):
+        return EXIT_TIME_LIMIT
+    Path(env[ENV_STOP_FILE]).touch()
+    return 0
+
+
+def _raise_for(codes: list[int], what: str, terminated: bool = False, stopped: bool = False) -> None:
+    """TimeLimit when the processes stopped for a time limit: they said so (`stopped`, the
+    stop file) and every status is 0 or EXIT_TIME_LIMIT, or this process got the job's
+    SIGTERM too (the limit itself, a preemption) and they ended by it (status 143, or -15
+    from Popen). The caller requeues only if a checkpoint beyond the start exists.
+    RuntimeError for any other failure."""
     from crystalrl.timelimit import EXIT_TIME_LIMIT, TimeLimit
 
-    if not any(codes):
+    if not any(codes) and not stopped:
         return
-    stopped = {0, EXIT_TIME_LIMIT} | ({128 + signal.SIGTERM, -signal.SIGTERM} if terminated else set())
-    if set(codes) <= stopped:
+    ok = {0, EXIT_TIME_LIMIT} | ({128 + signal.SIGTERM, -signal.SIGTERM} if terminated else set())
+    if set(codes) <= ok:
         raise TimeLimit(-1, what + (" (ended by the job's SIGTERM)" if terminated else ""))
     raise RuntimeError(f"{what} ended with exit statuses {codes} (their errors are in the log above)")
 
@@ -200,7 +231,7 @@ def write_spec(path, **spec) -> str:
 
 
 __all__ = ["barrier", "fetch", "global_batch", "replicated", "initialize", "is_primary", "launch", "launch_command",
-           "local_rows", "process_index", "write_spec"]
+           "local_rows", "mark_stopped", "process_index", "write_spec"]
 
 if __name__ == "__main__":  # pragma: no cover - `python -m crystalrl.distributed` is not an entry point
     sys.exit("crystalrl.distributed is a library; workers run `python -m crystalrl.stages <spec.json>`")

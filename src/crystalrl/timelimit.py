@@ -17,7 +17,9 @@ stage resumes from that checkpoint. Only a stop that saved progress is requeued:
 that cannot make one step of progress within its time limit fails with a message saying
 so, instead of looping. Workers that the limit's own SIGTERM kills before they exit
 (a save slower than the margin) count as stopped at the limit too: the job is requeued
-when a checkpoint beyond its start exists (`crystalrl.distributed.launch`).
+when a checkpoint beyond its start exists (`crystalrl.distributed.launch`). Workers that
+stopped say so in a stop file and exit 0 together: srun's --kill-on-bad-exit would kill
+the others, still saving, as soon as the first exited with EXIT_TIME_LIMIT.
 
 Several processes of one job (`crystalrl.distributed`) stop at the same step: each
 step they agree whether any of them wants to.

@@ -100,7 +100,8 @@ def main(stage: str, snakemake) -> None:
                               stage=stage, inputs=vars(inputs), outputs=vars(outputs), params=params,
                               log=snakemake.log[0] if snakemake.log else None, threads=threads, resources=resources)
             with curves:
-                launch([sys.executable, "-m", "crystalrl.stages", spec], tasks, nodes, log=log)
+                launch([sys.executable, "-m", "crystalrl.stages", spec], tasks, nodes, log=log,
+                       stop_file=Path(spec).with_suffix(".stopped"))
         else:
             with curves:
                 _run(stage, inputs, outputs, params, log, threads, resources)
@@ -138,7 +139,8 @@ def _run(stage, inputs, outputs, params, log, threads, resources) -> None:
 
 def run_worker(spec_path: str) -> int:
     """One process of a job with several (`python -m crystalrl.stages <spec.json>`): joins the
-    others, runs the stage, and returns its exit status (EXIT_TIME_LIMIT after a time-limit stop)."""
+    others, runs the stage, and returns its exit status. After a time-limit stop it says so in
+    the stop file and leaves with the others, status 0 (`distributed.mark_stopped`)."""
     from crystalrl import distributed
 
     catch_signals_early()
@@ -153,12 +155,14 @@ def run_worker(spec_path: str) -> int:
         _run(spec["stage"], named(spec["inputs"]), named(spec["outputs"]), spec["params"], log, spec["threads"],
              spec["resources"])
     except TimeLimit:
-        return EXIT_TIME_LIMIT
+        status = distributed.mark_stopped()
     except Exception:
         log.error("process %d of stage %s failed", rank, spec["stage"], exc_info=True)
         return 1
+    else:
+        status = 0
     distributed.barrier("crystalrl-stage-done")  # process 0 hosts the coordinator: leave together
-    return 0
+    return status
 
 
 def _check_model_dir(path) -> None:
