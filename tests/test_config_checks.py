@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_workflow import make_workdir
+from test_workflow import make_workdir, planned_jobs
 
 TARGET = "results/demo/data/tokens_val.parquet"
 GOOD = {"data": {"limit": 40}}
@@ -50,13 +50,22 @@ BAD = {
 }
 
 
-def run(workdir: Path, overrides: dict, *args: str) -> subprocess.CompletedProcess:
+def start(workdir: Path, overrides: dict, *args: str) -> subprocess.Popen:
     (workdir / "extra.yaml").write_text(yaml.safe_dump(overrides))
     # tests/ on the path: user_rewards.py is importable, as a user's own module would be
     path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "snakemake", *args, "--configfile", "config/demo.yaml", "extra.yaml"],
-                          cwd=workdir, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "PYTHONPATH": path})
+    return subprocess.Popen([sys.executable, "-m", "snakemake", *args, "--configfile", "config/demo.yaml", "extra.yaml"],
+                            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": path})
+
+
+def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=900)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run(workdir: Path, overrides: dict, *args: str) -> subprocess.CompletedProcess:
+    return finish(start(workdir, overrides, *args))
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -82,8 +91,9 @@ def used_workdir(tmp_path_factory) -> Path:
 def test_bad_config_stops_before_any_job(case, used_workdir, tmp_path):
     overrides, key, fragment = BAD[case]
     before = {p: p.stat().st_mtime_ns for p in (used_workdir / "results").rglob("*") if p.is_file()}
-    for wd in (make_workdir(tmp_path, {}), used_workdir):
-        proc = run(wd, _merge(GOOD, overrides), "-n", TARGET)
+    workdirs = (make_workdir(tmp_path, {}), used_workdir)
+    procs = [start(wd, _merge(GOOD, overrides), "-n", TARGET) for wd in workdirs]  # both parse at once
+    for wd, proc in zip(workdirs, map(finish, procs)):
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0, f"{case}: the dry run went ahead in {wd}:\n{out[-2000:]}"
         keys = key if isinstance(key, tuple) else (key,)
@@ -91,3 +101,17 @@ def test_bad_config_stops_before_any_job(case, used_workdir, tmp_path):
         assert "Nothing to be done" not in out
     after = {p: p.stat().st_mtime_ns for p in (used_workdir / "results").rglob("*") if p.is_file()}
     assert after == before  # the finished results are untouched
+
+
+@pytest.mark.slow
+def test_tokenize_param_change_reruns_tokenize_not_curate(used_workdir):
+    """A changed stage config reruns that stage and its descendants only (the used work dir:
+    the demo's first 40 rows curated and tokenized)."""
+    def planned(overrides):
+        proc = run(used_workdir, overrides, "-n", TARGET)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return planned_jobs(proc.stdout + proc.stderr)
+
+    assert planned(GOOD) == {}  # nothing to do
+    assert planned({**GOOD, "tokenize": {"symprec": 0.05}}) == {"tokenize": 1}
+    assert planned({"data": {**GOOD["data"], "seed": 7}}) == {"curate": 1, "tokenize": 1}

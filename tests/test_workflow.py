@@ -39,21 +39,6 @@ def planned_jobs(out: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M) if m.group(1) != "total"}
 
 
-@pytest.mark.slow
-def test_tokenize_param_change_reruns_tokenize_not_curate(tmp_path):
-    wd = make_workdir(tmp_path, {"data": {"limit": 40}})
-    target = "results/demo/data/tokens_val.parquet"
-    snakemake(wd, "--cores", "2", target)
-    assert (wd / target).exists()
-    assert planned_jobs(snakemake(wd, "-n", target)) == {}  # nothing to do
-    (wd / "extra.yaml").write_text(yaml.safe_dump({"data": {"limit": 40}, "tokenize": {"symprec": 0.05}}))
-    jobs = planned_jobs(snakemake(wd, "-n", target))
-    assert jobs == {"tokenize": 1}, jobs
-    (wd / "extra.yaml").write_text(yaml.safe_dump({"data": {"limit": 40, "seed": 7}}))
-    jobs = planned_jobs(snakemake(wd, "-n", target))
-    assert jobs == {"curate": 1, "tokenize": 1}, jobs
-
-
 def test_parse_imports_no_heavy_library(tmp_path):
     """Snakemake parses the workflow at every run and inside every Slurm job: reading and
     checking the config must not import pymatgen (3 s), torch or jax, which the stages
