@@ -92,10 +92,18 @@ def test_guards_off_return_the_reward_itself():
 
 def test_papers_ppo_with_guards_off_gives_the_stored_metrics_bit_for_bit():
     """The paper's PPO (no guards, other options at their defaults) is what it was before the
-    guards existed: the run of the small config stored in tests/reference before the change."""
+    guards existed: the run of the small config stored in tests/reference before the change.
+
+    What the samples decide (rewards, sizes, clip fractions) must be equal bit for bit. The
+    float32 reductions over them (loss, KL, gradient norm) are compared to 1e-4: XLA's CPU
+    code sums in a different order on another CPU model (measured: rel. 1.8e-5 between the
+    machine that stored the file and a later one, with the same samples)."""
     _, metrics = _run(beta=0.1, steps=4)
     ref = pd.read_parquet(REFERENCE)
-    np.testing.assert_array_equal(metrics[list(ref.columns)].to_numpy(float), ref.to_numpy(float))
+    summed = ["kl", "loss", "grad_norm"]
+    exact = [c for c in ref.columns if c not in summed]
+    np.testing.assert_array_equal(metrics[exact].to_numpy(float), ref[exact].to_numpy(float))
+    np.testing.assert_allclose(metrics[summed].to_numpy(float), ref[summed].to_numpy(float), rtol=1e-4, atol=1e-6)
 
 
 def test_abstaining_samples_do_not_move_the_policy():
