@@ -15,6 +15,7 @@ from crystalrl.evaluate.candidates import CandidatesConfig, candidate_table, wri
 GOOD = {"NaCl": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
         "Si": Structure.from_spacegroup("Fd-3m", Lattice.cubic(5.43), ["Si"], [[0, 0, 0]]),
         "MgO": Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.21), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])}
+RELAXED = {k: Structure(s.lattice.matrix * 1.02, s.species, s.frac_coords) for k, s in GOOD.items()}
 COLLAPSED = Structure(Lattice.cubic(4.0), ["Fe", "O"], [[0, 0, 0], [0.01, 0, 0]])  # atoms 0.04 A apart
 
 
@@ -24,7 +25,12 @@ def _tables():
     samples = pd.DataFrame({"sample_id": ids, "cif": [s.to(fmt="cif") if s is not None else "" for s in structures]})
     ev = pd.DataFrame({"sample_id": ids, "G": [225, 1, 227, 225, 1],
                        "formula": ["NaCl", "FeO", "Si", "MgO", ""], "valid": [True, True, True, True, False],
-                       "unique": True, "e_hull": [0.05, -2.0, 0.0, 0.5, np.nan]})
+                       "unique": True, "e_hull": [0.05, -2.0, 0.0, 0.5, np.nan],
+                       # relaxed (evaluate.relax): NaCl and Si relaxed to a slightly larger cell; FeO's failed
+                       "e_hull_relaxed": [0.01, np.nan, -0.02, 0.4, np.nan],
+                       "e_hull_check": [0.03, np.nan, 0.01, np.nan, np.nan],
+                       "cif_relaxed": [RELAXED["NaCl"].to(fmt="cif"), None, RELAXED["Si"].to(fmt="cif"),
+                                       GOOD["MgO"].to(fmt="cif"), None]})
     return {"dist": ev}, {"dist": samples}
 
 
@@ -54,6 +60,25 @@ def test_candidates_folder_keeps_every_candidate_and_round_trips(tmp_path):
         for s in (via_pmg, via_ase, from_xyz):
             assert s.composition.reduced_formula == row.formula and len(s) == len(via_pmg)
             assert s.lattice.volume == pytest.approx(via_pmg.lattice.volume, rel=1e-4)
+
+    # the relaxed structures beside them: a CIF each and a frame of m_relaxed.extxyz; none for the failed one
+    assert csv["e_hull_relaxed"].tolist()[1:] == [-0.02, 0.01] and np.isnan(csv["e_hull_relaxed"][0])
+    assert csv["e_hull_check"].tolist()[1:] == [0.01, 0.03] and "cif_relaxed" not in csv
+    assert table["cif_relaxed_file"].tolist() == ["", f"cifs/{si['candidate_id']}_relaxed.cif",
+                                                  f"cifs/{table.iloc[2]['candidate_id']}_relaxed.cif"]
+    relaxed_frames = ase_read(tmp_path / "m_relaxed.extxyz", index=":")
+    assert [f.info["candidate_id"] for f in relaxed_frames] == table["candidate_id"].tolist()[1:]
+    assert [f.info["e_hull_relaxed"] for f in relaxed_frames] == [-0.02, 0.01]
+    assert np.isnan(frames[0].info["e_hull_relaxed"]) and frames[1].info["e_hull"] == 0.0
+    for row, frame in zip(table.iloc[1:].itertuples(), relaxed_frames):
+        expected = RELAXED[row.formula]
+        via_pmg = Structure.from_file(tmp_path / row.cif_relaxed_file)
+        via_ase = AseAtomsAdaptor.get_structure(ase_read(tmp_path / row.cif_relaxed_file))
+        from_xyz = AseAtomsAdaptor.get_structure(frame)
+        for s in (via_pmg, via_ase, from_xyz):
+            assert s.composition.reduced_formula == row.formula
+            assert s.lattice.volume / len(s) == pytest.approx(expected.lattice.volume / len(expected), rel=1e-4)
+        assert via_pmg.lattice.volume > Structure.from_file(tmp_path / row.cif_file).lattice.volume * 1.05
 
     export = pd.read_csv(tmp_path / "lemat_genbench.csv")
     assert len(export) == 4 and all(Structure.from_str(c, fmt="cif") for c in export["cif_string"])

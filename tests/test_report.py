@@ -28,6 +28,34 @@ def test_overall_rates_and_sun_per_second():
     assert t["sun_per_second"].tolist() == pytest.approx([10 / 50.0, 20 / 50.0])
 
 
+def test_stability_table_puts_sun_as_generated_beside_sun_and_msun_relaxed():
+    """Issue 26: separate columns, each defined, naming both MLIPs, the correction and the hull."""
+    from crystalrl.config import section
+
+    df = _eval(8, 0.5, 0.25, 0)
+    df["e_hull_relaxed"] = [-0.1, 0.0, 0.05, 0.2, np.nan, 0.3, 0.08, -0.3]
+    df["rmsd_relax"] = [0.01, 0.02, np.nan, 0.03, np.nan, 0.05, 0.04, 0.1]
+    df["relax_converged"] = [True] * 6 + [False, True]
+    df["sun_relaxed"] = [True, True, False, False, False, False, False, False]
+    df["msun_relaxed"] = [False, False, True, False, False, False, True, False]
+    df["e_hull_check"] = [-0.05, 0.3, 0.04, np.nan, np.nan, np.nan, np.nan, np.nan]
+    df["check_agrees"] = [True, False, True] + [False] * 5
+    df["check_flag"] = [False, True, False] + [False] * 5
+    t = tables.stability({"base": df}).iloc[0]
+    assert (t["sun_rate"], t["sun_relaxed_rate"], t["msun_relaxed_rate"]) == (0.25, 0.25, 0.25)
+    assert (t["n_relaxed"], t["n_converged"], t["median_rmsd_relax"]) == (7, 7, pytest.approx(0.035))
+    assert (t["n_cross_checked"], t["cross_check_agree_rate"], t["n_cross_check_flagged"]) == (3, 2 / 3, 1)
+
+    evaluate = section("evaluate", {"cross_check_mlip": {"backend": "sevennet", "model": "7net-0"}})
+    d = tables.stability_definitions(evaluate, section("mlip", {"backend": "chgnet"}),
+                                     section("hull", {"reference": "alexandria"})).set_index("column")["definition"]
+    assert "e_hull < 0.1 eV/atom as generated" in d["sun_rate"] and "e_hull <= 0.0 eV/atom after relax" in \
+        d["sun_relaxed_rate"] and "0.0 < e_hull <= 0.1" in d["msun_relaxed_rate"]
+    for col in ("sun_rate", "sun_relaxed_rate", "msun_relaxed_rate"):
+        assert "MLIP chgnet" in d[col] and "MP2020" in d[col] and "hull of alexandria" in d[col]
+    assert "second MLIP sevennet 7net-0" in d["cross_check_agree_rate"]
+
+
 def test_pareto_front():
     x = np.array([1.0, 2.0, 3.0, 2.5, 0.5])
     y = np.array([5.0, 4.0, 1.0, 0.5, 6.0])

@@ -57,6 +57,14 @@ def test_sun_table_rows_counts_and_rates(model_a):
     assert b.loc["total", "sun_per_second"] == pytest.approx(2 / 8)
 
 
+def test_sun_table_counts_sun_and_msun_after_relaxation_where_present(model_a):
+    relaxed = model_a.assign(sun_relaxed=[True, False] * 5, msun_relaxed=[False, False, True] + [False] * 7)
+    t = sun_table({"a": relaxed, "old": model_a}).set_index(["model", "spacegroup"])
+    assert t.loc[("a", "total"), ["n_sun_relaxed", "n_msun_relaxed"]].tolist() == [5, 1]
+    assert t.loc[("a", "total"), "sun_relaxed_rate"] == pytest.approx(0.5)
+    assert np.isnan(t.loc[("old", "total"), "n_sun_relaxed"])  # an eval table from before issue 26: no count
+
+
 def test_sun_table_weighted_total(model_a):
     t = sun_table({"a": model_a}, sg_weights={225: 3.0, 1: 1.0, 62: 5.0}).set_index("spacegroup")
     # (3 * 1/6 + 1 * 2/4) / 4 = 0.25; 62 has no samples and is left out of the weights
@@ -142,7 +150,8 @@ def test_evaluate_stage_with_chgnet_and_bundled_hull(tmp_path):
     train.to_parquet(tmp_path / "train.parquet")
     run_stage("evaluate", dict(samples=tmp_path / "samples.parquet", train=tmp_path / "train.parquet", hull=[]),
               dict(eval=tmp_path / "eval.parquet"),
-              dict(evaluate={"stable_threshold": 0.1, "matcher": {}, "match_spacegroup": False},
+              dict(evaluate={"stable_threshold": 0.1, "matcher": {}, "match_spacegroup": False,
+                             "relax": {"max_steps": 50}, "cross_check_mlip": {"backend": "chgnet", "device": "cpu"}},
                    mlip={"backend": "chgnet", "model": None, "device": "cpu", "batch_size": 8},
                    hull={"reference": "mp_bundled", "path": None}), log=tmp_path / "log")
     out = pd.read_parquet(tmp_path / "eval.parquet")
@@ -152,3 +161,13 @@ def test_evaluate_stage_with_chgnet_and_bundled_hull(tmp_path):
     assert out["stable"].iloc[0] and out["e_hull"].iloc[0] < 0.1
     assert out["novel"].tolist() == [False, True, False, False]
     assert out["sun"].tolist() == [False, bool(out["e_hull"].iloc[1] < 0.1), False, False]
+    # issue 26: the valid samples relaxed on the same hull, the rest keep their rows with NaN
+    assert np.all(out["e_hull_relaxed"].iloc[:2] <= out["e_hull"].iloc[:2] + 1e-4)
+    assert out["e_hull_relaxed"].iloc[2:].isna().all() and out["cif_relaxed"].iloc[2:].isna().all()
+    assert np.isfinite(out["rmsd_relax"].iloc[0]) and out["relax_converged"].iloc[0]
+    expected = (out["valid"] & out["unique"] & out["novel"] & (out["e_hull_relaxed"] <= 0.0)).tolist()
+    assert out["sun_relaxed"].tolist() == expected
+    # the cross-check with the same MLIP re-scores the stable rows' relaxed structures to the same e_hull
+    stable = (out["e_hull"] < 0.1) | (out["e_hull_relaxed"] < 0.1)
+    assert np.allclose(out["e_hull_check"][stable], out["e_hull_relaxed"][stable], atol=1e-3)
+    assert out["e_hull_check"][~stable].isna().all() and out["check_agrees"][stable].all()

@@ -7,6 +7,7 @@ from crystalrl.devices import runtime_env
 from crystalrl.hull import HullConfig
 from crystalrl.rewards import reward_needs
 from crystalrl.mlip.backends import weights_file as mlip_weights_file
+from crystalrl.mlip.config import check_config as mlip_check_config
 from crystalrl.stages import SAMPLE_SETS
 
 validate_config(config)
@@ -150,6 +151,35 @@ def mlip_params():
 def mlip_input():
     """The MLIP weights file of the jobs (rule inputs), if the workflow fetches one."""
     return [MLIP_WEIGHTS] if MLIP_WEIGHTS else []
+
+
+# The evaluation's second MLIP (evaluate.cross_check_mlip): checked like `mlip`, its weights
+# fetched the same way (rule fetch_cross_check_weights) when its backend downloads them.
+CHECK_MLIP = config["evaluate"]["cross_check_mlip"]
+if CHECK_MLIP is not None:
+    _check_problems = mlip_check_config(CHECK_MLIP)
+    if _check_problems:
+        raise ConfigError(
+            "invalid configuration:\n"
+            + "\n".join(
+                p.replace("config key 'mlip.", "config key 'evaluate.cross_check_mlip.")
+                for p in _check_problems
+            )
+        )
+CHECK_WEIGHTS = mlip_weights_file(CHECK_MLIP) if CHECK_MLIP is not None else None
+
+
+def evaluate_params():
+    """The `evaluate` section of the evaluate jobs: the second MLIP with its fetched weights file."""
+    ev = {k: v for k, v in config["evaluate"].items() if k != "models"}
+    if CHECK_WEIGHTS:
+        ev["cross_check_mlip"] = dict(CHECK_MLIP, weights_path=CHECK_WEIGHTS)
+    return ev
+
+
+def evaluate_mlip_input():
+    """The weights files of the evaluate jobs: the run's MLIP and the second one."""
+    return sorted(set(mlip_input() + ([CHECK_WEIGHTS] if CHECK_WEIGHTS else [])))
 
 
 # The Alexandria hull (json.bz2, minutes to parse) is converted once to this table (rule prepare_hull).

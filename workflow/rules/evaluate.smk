@@ -1,11 +1,32 @@
-# Evaluation: validity, e_hull as generated, uniqueness, novelty, S.U.N. per space group.
+# Evaluation: validity, e_hull as generated and relaxed, uniqueness, novelty, S.U.N. per space group.
+
+if CHECK_WEIGHTS and CHECK_WEIGHTS != MLIP_WEIGHTS:
+
+    # The second MLIP's weights (evaluate.cross_check_mlip), once, so that evaluate jobs never download.
+    rule fetch_cross_check_weights:
+        output:
+            weights=CHECK_WEIGHTS,
+        log:
+            f"{LOGS}/fetch_cross_check_weights.log",
+        benchmark:
+            f"{BENCH}/fetch_cross_check_weights.tsv"
+        retries: 2
+        localrule: True  # runs where snakemake runs: downloads need the internet, which compute nodes often lack
+        conda:
+            f"{ENVS}/mlip.yaml"
+        params:
+            mlip=CHECK_MLIP,
+            lock=config["inputs_lock"],
+        script:
+            "../scripts/fetch_mlip.py"
 
 
 rule evaluate:
-    """Per-sample validity, e_hull (MLIP + MP2020 + hull), stable, unique, novel, S.U.N."""
+    """Per-sample validity, e_hull (MLIP + MP2020 + hull) as generated and relaxed, stable, unique,
+    novel, S.U.N., SUN / MSUN, and the second MLIP's e_hull of the stable rows."""
     input:
         hull=hull_input(),
-        mlip_weights=mlip_input(),
+        mlip_weights=evaluate_mlip_input(),
         samples=rules.sample.output.samples,
         train=rules.curate.output.train,
     output:
@@ -20,7 +41,7 @@ rule evaluate:
     resources:
         **rule_resources("evaluate"),
     params:
-        evaluate={k: v for k, v in config["evaluate"].items() if k != "models"},
+        evaluate=evaluate_params(),
         mlip=mlip_params(),
         hull=hull_params(),
     script:

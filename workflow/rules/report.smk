@@ -53,5 +53,8 @@ rule report:
     params:
         ppo_runs=PPO_RUNS,
         stable=config["evaluate"]["stable_threshold"],
+        evaluate={k: v for k, v in config["evaluate"].items() if k != "models"},
+        mlip=config["mlip"],
+        hull=config["hull"],
     script:
         "../scripts/report.py"

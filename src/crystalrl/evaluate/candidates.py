@@ -5,7 +5,10 @@ the valid samples with e_hull (as generated, the run's MLIP + MP2020 + hull) at 
 `candidates.max_e_hull`, unique within their set, best first by `sort_by`. For each:
 - `cifs/<candidate_id>.cif` (pymatgen's CifWriter; the id is `<set>-<sample_id>`, as sample
   ids repeat across sample sets) and a frame of `<model>.extxyz` (ASE, with the id, formula,
-  space group and e_hull in its info);
+  space group, e_hull, e_hull_relaxed and e_hull_check in its info);
+- where the evaluation relaxed it (`evaluate.relax`), the relaxed structure beside it:
+  `cifs/<candidate_id>_relaxed.cif` and a frame of `<model>_relaxed.extxyz` (a candidate
+  whose relaxation failed has none: `cif_relaxed_file` is empty);
 - for the first `top_n`, `dft/<candidate_id>/` written by pymatgen's `MPRelaxSet` (INCAR,
   KPOINTS, POSCAR and POTCAR.spec, the POTCAR symbols: POTCAR files are licensed, so a
   user with a VASP licence runs `pmg potcar` there, or sets PMG_VASP_PSP_DIR and rewrites
@@ -89,17 +92,26 @@ def write_candidates(table: pd.DataFrame, samples: dict[str, pd.DataFrame], mode
     log = log or _LOG
     (folder / "cifs").mkdir(parents=True, exist_ok=True)
     table = table.copy()
-    table["cif_file"], table["dft_dir"], table["dft_reason"] = "", "", ""
-    frames = []
+    table["cif_file"], table["cif_relaxed_file"], table["dft_dir"], table["dft_reason"] = "", "", "", ""
+    frames, frames_relaxed = [], []
     for i, row in table.iterrows():
         structure = parse_structure(row["cif"])
         cif_file = Path("cifs") / f"{row['candidate_id']}.cif"
         CifWriter(structure).write_file(folder / cif_file)
         table.at[i, "cif_file"] = str(cif_file)
+        info = dict(candidate_id=row["candidate_id"], formula=row["formula"], spacegroup=int(row["G"]),
+                    **{k: float(row[k]) for k in ("e_hull", "e_hull_relaxed", "e_hull_check") if k in row})
         atoms = AseAtomsAdaptor.get_atoms(structure)
-        atoms.info.update(candidate_id=row["candidate_id"], formula=row["formula"], spacegroup=int(row["G"]),
-                          e_hull=float(row["e_hull"]))
+        atoms.info.update(info)
         frames.append(atoms)
+        if isinstance(row.get("cif_relaxed"), str) and row["cif_relaxed"]:
+            relaxed = parse_structure(row["cif_relaxed"])
+            relaxed_file = Path("cifs") / f"{row['candidate_id']}_relaxed.cif"
+            CifWriter(relaxed).write_file(folder / relaxed_file)
+            table.at[i, "cif_relaxed_file"] = str(relaxed_file)
+            atoms = AseAtomsAdaptor.get_atoms(relaxed)
+            atoms.info.update(info)
+            frames_relaxed.append(atoms)
         if i < cfg.top_n:
             dft_dir = Path("dft") / str(row["candidate_id"])
             why = dft_input(structure, folder / dft_dir, min_distance)
@@ -110,7 +122,9 @@ def write_candidates(table: pd.DataFrame, samples: dict[str, pd.DataFrame], mode
             table.at[i, "dft_reason"] = f"not in the top {cfg.top_n} by {cfg.sort_by}"
     if frames:
         ase_write(folder / f"{model}.extxyz", frames, format="extxyz")
-    table.drop(columns=["cif"]).to_csv(folder / "candidates.csv", index=False)
+    if frames_relaxed:
+        ase_write(folder / f"{model}_relaxed.extxyz", frames_relaxed, format="extxyz")
+    table.drop(columns=["cif", "cif_relaxed"], errors="ignore").to_csv(folder / "candidates.csv", index=False)
     every = pd.concat([pd.DataFrame({"id": name + "-" + s["sample_id"], "cif_string": s["cif"]})
                        [s["cif"].notna().to_numpy() & (s["cif"] != "").to_numpy()] for name, s in samples.items()],
                       ignore_index=True)

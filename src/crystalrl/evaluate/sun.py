@@ -9,6 +9,15 @@ Definitions (paper, Sec. 3; MatterGen's S.U.N.):
   sample matches (StructureMatcher); the first of a set of duplicates is unique.
 - novel: a valid sample that matches no structure of the training split.
 - An invalid sample is neither unique nor novel, so S.U.N. = valid & stable & unique & novel.
+
+After relaxation (LeMat-GenBench, 2026; `relaxed.py`), with e_hull_relaxed of the sample
+relaxed by the same MLIP on the same hull:
+- SUN = valid & unique & novel & e_hull_relaxed <= `sun_threshold` (0 eV/atom);
+- MSUN = valid & unique & novel & sun_threshold < e_hull_relaxed <= `msun_threshold` (0.1):
+  metastable, so SUN and MSUN are disjoint, as LeMat-GenBench counts them.
+Uniqueness and novelty stay those of the generated structures: relaxation moves atoms by
+far less than StructureMatcher's tolerances for most samples, and one matching pass serves
+all three metrics (a sample whose relaxation changes its match is the rare exception).
 """
 from __future__ import annotations
 
@@ -27,10 +36,12 @@ from crystalrl.structures import parse_many
 METRICS = ("valid", "stable", "unique", "novel", "sun")
 #: Counted beside METRICS where the eval table has them (`valid_strict`: LeMat-GenBench's checks too).
 VALIDITY = ("valid_struct", "valid_comp", "valid_strict")
+#: LeMat-GenBench's SUN and MSUN after relaxation, counted where the eval table has them.
+RELAXED = ("sun_relaxed", "msun_relaxed")
 
 
 def _counted(df: pd.DataFrame) -> tuple[str, ...]:
-    return tuple(m for m in VALIDITY if m in df) + METRICS
+    return tuple(m for m in VALIDITY if m in df) + METRICS + tuple(m for m in RELAXED if m in df)
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,11 @@ class EvaluateConfig(SectionConfig):
     oxidation_states_set: str
     strict: dict
     matcher: dict
+    relax: dict
+    sun_threshold: float
+    msun_threshold: float
+    cross_check_mlip: dict | None
+    cross_check_tolerance: float
 
 
 def evaluate_samples(samples_df: pd.DataFrame, *, e_hull: Sequence[float], config: EvaluateConfig,
@@ -140,7 +156,8 @@ def sun_table(eval_dfs: Mapping[str, pd.DataFrame], seconds: Mapping[str, float]
     """One row per (model, space group) and a total row per model (`spacegroup == "total"`).
 
     Columns: `model, spacegroup (int, or "total"), n, n_valid_struct, n_valid_comp,
-    n_valid_strict (where the eval tables have it), n_valid, n_stable, n_unique, n_novel, n_sun, seconds, <metric>_rate (count / n),
+    n_valid_strict (where the eval tables have it), n_valid, n_stable, n_unique, n_novel, n_sun,
+    n_sun_relaxed, n_msun_relaxed (where the eval tables have them), seconds, <metric>_rate (count / n),
     sun_per_second`. Sampling seconds: `seconds[model]` (the model's total wall time,
     shared evenly over its samples) when given, else the samples' `seconds` column;
     sun_per_second = n_sun / seconds.

@@ -33,6 +33,61 @@ def overall(evals: dict[str, pd.DataFrame], seconds: dict[str, float] | None = N
     return pd.DataFrame(rows)
 
 
+def stability(evals: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per model, the paper's S.U.N. (as generated) beside LeMat-GenBench's SUN and MSUN (relaxed),
+    how the relaxations went, and the second MLIP's agreement (definitions: `stability_definitions`)."""
+    rows = []
+    for model, df in evals.items():
+        n = len(df)
+        row = {"model": model, "n": n, "sun_rate": float(df["sun"].mean()) if n else np.nan}
+        if "e_hull_relaxed" in df:
+            relaxed = np.isfinite(df["e_hull_relaxed"].to_numpy(dtype=float))
+            row.update(sun_relaxed_rate=float(df["sun_relaxed"].mean()) if n else np.nan,
+                       msun_relaxed_rate=float(df["msun_relaxed"].mean()) if n else np.nan,
+                       n_relaxed=int(relaxed.sum()), n_converged=int(df["relax_converged"].sum()),
+                       median_rmsd_relax=float(np.nanmedian(df["rmsd_relax"])) if
+                       np.isfinite(df["rmsd_relax"].to_numpy(dtype=float)).any() else np.nan)
+        if "e_hull_check" in df:
+            from crystalrl.evaluate.relaxed import check_agreement
+
+            n_checked, agree, flagged = check_agreement(df)
+            row.update(n_cross_checked=n_checked, cross_check_agree_rate=agree, n_cross_check_flagged=flagged)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def energy_source(mlip: dict, hull: dict) -> str:
+    """Where an e_hull comes from, in words: the MLIP, the MP2020 correction and the hull reference."""
+    corrected = {True: "its energies taken as MP2020-corrected", False: "MP2020 corrections applied"}.get(
+        mlip.get("mp2020_corrected"), "MP2020 corrections applied where its energies lack them (CHGNet's carry them)")
+    return f"MLIP {mlip['backend']} {mlip.get('model') or '(default model)'}, {corrected}, " \
+           f"convex hull of {hull['reference']}"
+
+
+def stability_definitions(evaluate: dict, mlip: dict, hull: dict) -> pd.DataFrame:
+    """A row per column of the `stability` table that needs one: what it counts and whose energies."""
+    src = energy_source(mlip, hull)
+    check = evaluate.get("cross_check_mlip")
+    rows = [("sun_rate", f"the paper's S.U.N.: valid, unique, novel and e_hull < {evaluate['stable_threshold']} "
+                         f"eV/atom as generated (an MLIP single point, no relaxation); {src}"),
+            ("sun_relaxed_rate", f"LeMat-GenBench's SUN: valid, unique, novel (judged as generated) and e_hull <= "
+                                 f"{evaluate['sun_threshold']} eV/atom after relaxation (FIRE, fmax "
+                                 f"{evaluate['relax']['fmax']} eV/A, at most {evaluate['relax']['max_steps']} "
+                                 f"steps); {src}"),
+            ("msun_relaxed_rate", f"LeMat-GenBench's MSUN: as SUN with {evaluate['sun_threshold']} < e_hull <= "
+                                  f"{evaluate['msun_threshold']} eV/atom after relaxation (metastable; disjoint "
+                                  f"from SUN); {src}"),
+            ("median_rmsd_relax", "StructureMatcher's RMS displacement, as generated -> relaxed, normalised by "
+                                  "(V/n)^(1/3); samples that no longer match are left out")]
+    if check:
+        rows.append(("cross_check_agree_rate",
+                     f"rows stable (e_hull < {evaluate['stable_threshold']}) as generated or relaxed, re-scored "
+                     f"by a second MLIP on the structure the first judged: the share where both agree on stable; "
+                     f"flagged: they differ by more than {evaluate['cross_check_tolerance']} eV/atom; second "
+                     f"{energy_source(check, hull)}"))
+    return pd.DataFrame(rows, columns=["column", "definition"])
+
+
 def validity(evals: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Structural, compositional and overall validity per model (paper Appendix B: CDVAE's
     definitions), then LeMat-GenBench's stricter checks where the eval tables have them:

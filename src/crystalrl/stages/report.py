@@ -2,9 +2,10 @@
 
 inputs: sun (the S.U.N. table), evals, train (the curated train split: element frequencies of
 the reward-hacking audit, `crystalrl.evaluate.audit`), pretrain_metrics (list; empty for an imported base), sft_metrics (list), ppo_metrics
-(list, in the order of params.ppo_runs); params: ppo_runs, stable (threshold);
+(list, in the order of params.ppo_runs); params: ppo_runs, stable (threshold), and evaluate,
+mlip, hull (sections: the stability table names its MLIPs, correction and hull);
 outputs: pretrain, ppo, ehull, sun, audit (figures), tables (folder: overall, sun_by_spacegroup,
-validity, distribution, reward_audit).
+validity, stability, stability_definitions, distribution, reward_audit).
 """
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     tables.write_table(tables.overall(evals["dist"]), out / "overall")
     tables.write_table(sun, out / "sun_by_spacegroup")
     tables.write_table(tables.validity(evals["dist"]), out / "validity")
+    if "evaluate" in params:
+        tables.write_table(tables.stability(evals["dist"]), out / "stability")
+        tables.write_table(tables.stability_definitions(params["evaluate"], params["mlip"], params["hull"]),
+                           out / "stability_definitions")
     train = pd.read_parquet(inputs.train, columns=["formula", "spacegroup"])
     tables.write_table(distribution_table(evals["dist"], train), out / "distribution")
     audit = audit_table(evals["dist"], train["formula"].tolist())
