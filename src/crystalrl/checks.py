@@ -101,6 +101,9 @@ def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
             where = f"ppo_runs.{name}" if {"group_size", "batch_size"} & set(cfg["ppo_runs"].get(name, {})) else "ppo"
             problems.append(f"config key '{where}.group_size': {run['group_size']} does not divide the batch size "
                             f"{run['batch_size']} of run {name!r} (grpo draws batch_size / group_size space groups)")
+        if run["algorithm"] in ("dpo", "ipo"):  # offline: pairs instead of a reward
+            problems += _pairs(run, name, cfg["ppo_runs"].get(name, {}))
+            continue
         key = f"ppo_runs.{name}.reward" if "reward" in cfg["ppo_runs"].get(name, {}) else "ppo.reward"
         for comp, part in reward_components(run["reward"]).items():
             where = key if isinstance(run["reward"], str) else f"{key}.{comp}"
@@ -119,6 +122,16 @@ def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
             problems.append(f"config key 'evaluate.models': {m!r} is not a model of this config "
                             f"(models: {', '.join(known)})")
     return problems
+
+
+def _pairs(run: Mapping[str, Any], name: str, overrides: Mapping[str, Any]) -> list[str]:
+    """A DPO/IPO run needs its preference pairs: `pool` or an existing table."""
+    key = f"ppo_runs.{name}.pairs" if {"pairs", "algorithm"} & set(overrides) else "ppo.pairs"
+    if run["pairs"] is None:
+        return [f"config key '{key}': run {name!r} uses algorithm {run['algorithm']}, which needs preference pairs: "
+                "'pool' (the base model's relaxed sft_pool samples) or a Parquet/CSV file with columns "
+                "chosen_cif, rejected_cif"]
+    return [] if run["pairs"] == "pool" else must_exist((key, run["pairs"]))
 
 
 def _dielectric(cfg: Mapping[str, Any]) -> list[str]:

@@ -102,6 +102,27 @@ def ppo_start_model(wildcards):
     return f"{R}/models/{ppo_params(wildcards)['start_from']}"
 
 
+def ppo_pairs_input(wildcards):
+    """A dpo/ipo run's preference pairs: the base model's sft_pool samples and their relaxed
+    table (pairs: pool), or the user's table; nothing for the on-policy algorithms."""
+    p = ppo_params(wildcards)
+    if p["algorithm"] not in ("dpo", "ipo"):
+        return []
+    if p["pairs"] != "pool":
+        return [p["pairs"]]
+    pool = dict(model="base", set="sft_pool")
+    return [
+        expand(rules.sample.output.samples, **pool)[0],
+        expand(rules.merge_relax.output.relaxed, **pool)[0],
+    ]
+
+
+def pairs_table(wildcards):
+    """Whether the run reads a user's table of CIF pairs (tokenized in the job)."""
+    p = ppo_params(wildcards)
+    return p["algorithm"] in ("dpo", "ipo") and p["pairs"] not in (None, "pool")
+
+
 def dielectric_spacegroups(runs):
     """Space groups the FoM runs were rewarded on (all evaluation groups if they used "train")."""
     groups = set()

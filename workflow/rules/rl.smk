@@ -51,7 +51,8 @@ rule sft:
 
 
 rule ppo:
-    """PPO fine-tuning with a reward (Eq. 1): reward - beta KL(policy || start model)."""
+    """PPO fine-tuning with a reward (Eq. 1): reward - beta KL(policy || start model);
+    or DPO/IPO on preference pairs (ppo.algorithm: dpo, ipo)."""
     input:
         hull=hull_input(),
         mlip_weights=mlip_input(),
@@ -63,8 +64,10 @@ rule ppo:
                 rules.train_dielectric.output.gap_model,
             ]
             if reward_needs(ppo_params(w)["reward"], "dielectric")
+            and ppo_params(w)["algorithm"] not in ("dpo", "ipo")
             else []
         ),
+        pairs=ppo_pairs_input,
     output:
         model=directory(f"{R}/models/ppo_{{name}}"),
         metrics=f"{R}/metrics/ppo_{{name}}.parquet",
@@ -82,5 +85,6 @@ rule ppo:
         mlip=mlip_params(),
         hull=hull_params(),
         ckpt_dir=lambda w: f"{R}/checkpoints/ppo_{w.name}",
+        tokenize=lambda w: config["tokenize"] if pairs_table(w) else {},
     script:
         "../scripts/ppo.py"

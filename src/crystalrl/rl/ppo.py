@@ -15,6 +15,12 @@ single-sample log ratio and carries gradient, so beta pulls the policy toward th
 frozen base model directly. A run keeps Orbax checkpoints (parameters, optimizer
 state, baseline, metrics) and, because the randomness of step t is fold_in(seed, t),
 a run resumed after a kill logs the same metrics as one that never stopped.
+
+The entropy bonus (`entropy_coef` c > 0) enters A_hat like the KL term, with a uniform
+reference: A_hat -= c * (log p_theta(x) - mean_batch log p_old). Its gradient at rho = 1,
+-c (log p + 1 - mean) grad log p, is the score-function gradient of c * H(p_theta), H
+estimated by -log p of the sampled crystal (logged per step as `entropy`); c = 0 leaves
+the step as it was, bit for bit. DPO/IPO (offline, from pairs) live in `crystalrl.rl.dpo`.
 """
 from __future__ import annotations
 
@@ -81,6 +87,12 @@ class PPOConfig(SectionConfig):
     elements: list | None
     composition_bias: dict
     require_elements: list
+    entropy_coef: float
+    pairs: str | None
+    dpo_beta: float
+    label_smoothing: float
+    pair_min_gap: float
+    pair_chosen_max: float | None
 
 
 def total_logp(model, batch) -> jax.Array:
@@ -106,7 +118,7 @@ def advantages(r: np.ndarray, baseline: float | None, abstain: np.ndarray, G: np
     return adv
 
 
-def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh, n_micro: int = 1):
+def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh, n_micro: int = 1, entropy_coef: float = 0.0):
     """One jitted PPO gradient step on a (mini)batch, data parallel over `mesh`: the batch split
     over its devices, the state replicated, the gradient all-reduced by XLA. With `n_micro` > 1
     the gradient is accumulated over that many equal micro-batches (the same step, a fraction
@@ -116,6 +128,8 @@ def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh, n_micro: int
     def objective(params, batch, old_logp, ref_logp, adv):
         lp = total_logp(nnx.merge(graphdef, params, rest, copy=True), batch)
         a_hat = adv - beta * (lp - ref_logp)
+        if entropy_coef:  # the entropy bonus: a KL term against a uniform reference (module docstring)
+            a_hat = a_hat - entropy_coef * (lp - jnp.mean(old_logp))
         ratio = jnp.exp(lp - old_logp)
         surrogate = jnp.minimum(ratio * a_hat, jnp.clip(ratio, 1 - eps, 1 + eps) * a_hat)
         clipped = jnp.mean((jnp.abs(ratio - 1) > eps).astype(jnp.float32))
@@ -191,7 +205,9 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
     if cfg.algorithm == "grpo" and cfg.batch_size % cfg.group_size:
         raise ValueError(f"config key 'ppo.group_size': {cfg.group_size} does not divide ppo.batch_size "
                          f"{cfg.batch_size}")
-    update = _make_update(graphdef, rest, tx, cfg.beta, eps, mesh, n_micro)
+    if cfg.algorithm not in ("ppo", "grpo", "reinforce"):
+        raise ValueError(f"config key 'ppo.algorithm': {cfg.algorithm!r} is offline; run it with crystalrl.rl.dpo")
+    update = _make_update(graphdef, rest, tx, cfg.beta, eps, mesh, n_micro, cfg.entropy_coef)
     # conditioning steers the draw; the log p of the ratio and the KL is the model's own (crystalrl.model.condition)
     mask, bias = atom_mask(cfg.elements, policy.cfg), atom_bias(cfg.composition_bias, policy.cfg)
     logp = _logp_fn(graphdef, rest, mesh)
@@ -259,7 +275,8 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
                     state, aux = update(state, mb, old, ref, a)
             kl = np.asarray(old_logp - ref_logp)
             row = dict(step=step + 1, reward_mean=float(r.mean()), reward_std=float(r.std()),
-                       baseline=baseline, kl=float(kl.mean()), frac_valid=float(np.mean(rr.valid)),
+                       baseline=baseline, kl=float(kl.mean()), entropy=float(-np.mean(np.asarray(old_logp))),
+                       frac_valid=float(np.mean(rr.valid)),
                        n_atoms_mean=float(np.mean(out.n_atoms)),
                        loss=float(aux["loss"]), clip_frac=float(aux["clip_frac"]),
                        grad_norm=float(aux["grad_norm"]))

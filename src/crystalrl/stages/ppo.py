@@ -1,8 +1,10 @@
 """Stage `ppo`: fine-tune a model with a reward (Eq. 1 of the paper; `crystalrl.rl.ppo`).
 
 params: ppo (the run's settings, `crystalrl.config.ppo_run_config`), mlip, hull (sections),
-ckpt_dir; inputs: start_model, train_tokens, hull (files, maybe none), dielectric (the
-two trained model directories, or none); outputs: model, metrics.
+ckpt_dir, tokenize (section, for a pairs table); inputs: start_model, train_tokens, hull (files,
+maybe none), dielectric (the two trained model directories, or none), pairs (dpo/ipo runs: the
+base model's sft_pool samples and their relaxed table for `pairs: pool`, else the user's
+table); outputs: model, metrics. A dpo/ipo run (`crystalrl.rl.dpo`) writes the same artifacts.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from crystalrl.io import write_parquet_atomic
 from crystalrl.mlip import MLIPConfig, load_mlip
 from crystalrl.model.store import load_model, save_model
 from crystalrl.rewards import composite_reward, make_reward, reward_components, reward_needs
+from crystalrl.rl.dpo import OFFLINE, pairs_from_pool, pairs_from_table, run_dpo
 from crystalrl.rl.guards import Guards, guarded
 from crystalrl.rl.ppo import PPOConfig, run_ppo
 from crystalrl.spacegroups import spacegroup_probs
@@ -59,10 +62,44 @@ def _as_list(x) -> list:
     return [] if not x else [x] if isinstance(x, str) else list(x)
 
 
+def load_pairs(cfg: PPOConfig, files: list[str], *, n_max: int, tokenize: dict | None, log, threads: int = 1):
+    """(chosen, rejected) token arrays of a dpo/ipo run from its `pairs` input files."""
+    import pandas as pd
+
+    from crystalrl.config import section
+
+    if cfg.pairs == "pool":
+        samples, relaxed = files
+        chosen, rejected, table = pairs_from_pool(pd.read_parquet(samples), pd.read_parquet(relaxed),
+                                                  min_gap=cfg.pair_min_gap, chosen_max=cfg.pair_chosen_max)
+        log.info("%d preference pairs from %s in %d space groups (mean e_hull chosen %.3f, rejected %.3f eV/atom)",
+                 len(table), relaxed, table["G"].nunique(), table["chosen_e_hull"].mean(),
+                 table["rejected_e_hull"].mean())
+    else:
+        tok = section("tokenize", tokenize)
+        chosen, rejected, table = pairs_from_table(files[0], n_max=n_max, symprec=tok["symprec"], tol=tok["tol"],
+                                                   processes=threads)
+        log.info("%d preference pairs from %s (pairs with a CIF that does not tokenize dropped)", len(table), files[0])
+    return chosen, rejected
+
+
 def run(inputs, outputs, params, log, threads=1) -> None:
     cfg = PPOConfig.from_dict(params["ppo"])
     policy, model_cfg = load_model(inputs.start_model)
     reference, _ = load_model(inputs.start_model)
+    if cfg.algorithm in OFFLINE:
+        files = _as_list(getattr(inputs, "pairs", None))
+        chosen, rejected = load_pairs(cfg, files, n_max=model_cfg.n_max, tokenize=params.get("tokenize"), log=log,
+                                      threads=threads)
+        log.info("%s %s from %s: beta %g, label smoothing %g, %d steps of %d pairs", cfg.algorithm.upper(),
+                 outputs.model, inputs.start_model, cfg.dpo_beta, cfg.label_smoothing, cfg.steps, cfg.batch_size)
+        policy, metrics = run_dpo(policy, reference, chosen, rejected, cfg, ckpt_dir=params["ckpt_dir"],
+                                  run_key=dict(pairs=digest_files(*files)), on_metrics=metrics_writer(outputs.metrics),
+                                  log=log)
+        save_model(outputs.model, policy, model_cfg, extra_meta=dict(stage="ppo", start_from=str(inputs.start_model),
+                                                                     ppo=cfg.to_dict()))
+        write_parquet_atomic(metrics, outputs.metrics)
+        return
     train_arrays, _ids = load_token_arrays(inputs.train_tokens)
     sg_p = spacegroup_probs(cfg.spacegroups, train_arrays["G"])
     dielectric = tuple(getattr(inputs, "dielectric", None) or ()) or None
