@@ -53,3 +53,28 @@ def test_ppo_restricted_to_a_chemical_system_samples_only_inside_it():
             decode=tokens_of)
     atoms = np.concatenate(seen)
     assert atoms.size > 0 and set(np.unique(atoms)) <= {LI, O}, np.unique(atoms)
+
+
+def test_prototype_fixes_wyckoff_letters_site_elements_and_shared_elements():
+    """A perovskite-like prototype in Pm-3m: sites a, b, c and d (d's element copied from a): every
+    sample has exactly those sites and allowed elements, and its log-likelihood is the model's own."""
+    from crystalrl.model.prototype import Prototype
+
+    model = build_model(SMALL, seed=0)
+    proto = Prototype.from_dict({"spacegroup": 221, "wyckoff": ["a", "b", "c", "d"],
+                                 "atoms": [["Sr", "Ba"], ["Ti", "Zr"], ["O"], []], "same_element": [[0, 3]]})
+    w_fixed, mask, same_as = proto.arrays(model.cfg, elements=["Sr", "Ba", "Ti", "Zr", "O", "Li"])
+    out = sample(model, jax.random.key(4), np.full(32, 221), atom_mask=mask, wyckoff_fixed=w_fixed,
+                 same_element_as=same_as)
+    assert (out.W[:, :4] == [1, 2, 3, 4]).all() and (out.W[:, 4:] == 0).all(), out.W[:3]
+    assert set(out.A[:, 0]) <= {38, 56} and set(out.A[:, 1]) <= {22, 40} and set(out.A[:, 2]) == {O}
+    assert (out.A[:, 3] == out.A[:, 0]).all() and len(set(out.A[:, 0])) == 2  # copied, and both drawn
+    np.testing.assert_allclose(out.logp, np.asarray(total_logp(model, out.tokens())), rtol=1e-4, atol=1e-2)
+
+
+def test_prototype_problems_name_the_field():
+    from crystalrl.model.prototype import Prototype
+
+    bad = Prototype.from_dict({"spacegroup": 221, "wyckoff": ["a", "q"], "atoms": [["O"]], "same_element": [[1, 0]]})
+    text = "; ".join(bad.problems(21))
+    assert "wyckoff[1]" in text and "a..n" in text and "atoms: 1 lists for 2 sites" in text and "same_element [1, 0]" in text

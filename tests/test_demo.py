@@ -159,6 +159,27 @@ def test_report_html_embeds_every_figure(demo):
         assert base64.b64encode(png).decode()[:2000] in html, f"{f} is not embedded in report.html"
 
 
+def test_named_generation_keeps_its_prototype_and_is_scored_and_exported(demo):
+    """Issue 27: `snakemake results/demo/generate/perovskite.parquet` (config generate.perovskite):
+    every sample is an ABO3 of Pm-3m with A, B and O on the sites asked, evaluated and exported;
+    only that generation's jobs run."""
+    from pymatgen.core import Structure
+
+    target = "results/demo/generate/perovskite.parquet"
+    assert planned_jobs(snakemake(demo.wd, "-n", target)) == {"sample": 1, "evaluate": 1, "generate": 1}
+    snakemake(demo.wd, "--cores", "2", target)
+    gen = demo.config["generate"]["perovskite"]
+    table = pd.read_parquet(demo.wd / target)
+    assert len(table) == gen["n_samples"] and {"e_hull", "valid", "sun", "cif"} <= set(table.columns)
+    sites = gen["prototype"]["atoms"]
+    for cif in table["cif"].dropna():
+        s = Structure.from_str(cif, fmt="cif")
+        counts = s.composition.get_el_amt_dict()
+        assert len(s) == 5 and counts.get("O") == 3, counts
+        assert {el for el in counts if el != "O"} <= set(sites[0]) | set(sites[1]), counts
+    assert (demo.res / "generate" / "perovskite" / "lemat_genbench.csv").exists()
+
+
 def test_second_run_is_a_noop_and_ppo_beta_reruns_only_downstream(demo):
     assert planned_jobs(snakemake(demo.wd, "-n")) == {}
     extra = demo.wd / "extra.yaml"

@@ -121,6 +121,15 @@ def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
         if m not in known:
             problems.append(f"config key 'evaluate.models': {m!r} is not a model of this config "
                             f"(models: {', '.join(known)})")
+    for name, gen in cfg.get("generate", {}).items():
+        if gen["model"] not in known:
+            problems.append(f"config key 'generate.{name}.model': {gen['model']!r} is not a model of this config "
+                            f"(models: {', '.join(known)})")
+        if gen.get("prototype"):
+            from crystalrl.model.prototype import Prototype
+
+            problems += [f"config key 'generate.{name}.prototype': {p}"
+                         for p in Prototype.from_dict(gen["prototype"]).problems(tables=False)]
     return problems
 
 

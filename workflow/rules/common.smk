@@ -38,6 +38,7 @@ MODELS = config["evaluate"]["models"]
 PPO_RUNS = config["ppo"]["runs"]
 N_CHUNKS = config["relax"]["n_chunks"]
 SAMPLE_SEED_OFFSET = {"dist": 0, "per_sg": 1, "sft_pool": 2}
+GEN = "gen_"  # sample set gen_<name>: the named generation `generate.<name>`
 
 
 # What a curate shard job reads: the parsing keys only, so that a change of the split or of
@@ -51,7 +52,7 @@ CURATE_PARSE = {
 
 wildcard_constraints:
     model=r"base|sft|ppo_[A-Za-z0-9_]+|published_[A-Za-z0-9_]+",
-    set=r"dist|per_sg|sft_pool",
+    set=r"dist|per_sg|sft_pool|gen_[A-Za-z0-9_]+",
     split=r"train|val|test|sft_train",
     chunk=r"\d+",
     shard=r"\d+",
@@ -83,7 +84,14 @@ def tokens(split):
 def sample_params(wildcards):
     """Sampling settings of one sample set; a dict of builtins so reruns track it."""
     s = config["sample"]
-    p = {k: s[k] for k in ("batch_size", "temperature", "top_p", "elements")}
+    p = {
+        k: s[k]
+        for k in ("batch_size", "temperature", "top_p", "elements", "composition_bias")
+    }
+    if wildcards.set.startswith(GEN):
+        return generation_params(
+            wildcards.set[len(GEN) :], wildcards.model, p | {"seed": s["seed"]}
+        )
     p["seed"] = s["seed"] + SAMPLE_SEED_OFFSET[wildcards.set]
     if wildcards.set == "dist":
         p.update(n_samples=s["n_dist"], spacegroups="train")
@@ -92,6 +100,42 @@ def sample_params(wildcards):
     else:
         p.update(n_samples=config["sft"]["n_samples"], spacegroups="train")
     return p
+
+
+def generation_params(name, model, sample):
+    """A named generation's sampling settings (`generate.<name>` over `sample`)."""
+    if name not in config["generate"]:
+        raise ValueError(
+            f"no generation {name!r}: config 'generate' has {sorted(config['generate'])}"
+        )
+    gen = config["generate"][name]
+    if model != gen["model"]:
+        raise ValueError(
+            f"generation {name!r} samples model {gen['model']!r} (config key 'generate.{name}.model'), not {model!r}"
+        )
+    p = sample | {k: v for k, v in gen.items() if k != "model"}
+    if p.get("prototype"):
+        p["spacegroups"] = [p["prototype"]["spacegroup"]]
+    return p
+
+
+def generation_input(kind):
+    """The gen_<name> sample set of the generation's model: its samples or its evaluation."""
+
+    def files(w):
+        if w.name not in config["generate"]:
+            raise ValueError(
+                f"no generation {w.name!r}: config 'generate' has {sorted(config['generate'])}"
+            )
+        pattern = (
+            rules.sample.output.samples
+            if kind == "samples"
+            else rules.evaluate.output.eval
+        )
+        model = config["generate"][w.name]["model"]
+        return expand(pattern, model=model, set=GEN + w.name)
+
+    return files
 
 
 def ppo_params(wildcards):

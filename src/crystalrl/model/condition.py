@@ -6,6 +6,10 @@
   atom draw, as CrystalFormer PR #14's soft bias; > 0 favours it, < 0 disfavours it.
 - `require_elements` (PPO only): a sample lacking one of them gets the batch's worst reward.
   The sampler cannot force a composition; the reward teaches it.
+- a `crystalrl.model.prototype.Prototype` (a named generation, config `generate.<name>`): one space group, a fixed
+  Wyckoff letter per site, the elements each site may hold, and sites that must hold the
+  same element, as the public code's `--wyckoff` and `atoms.json` (`atom_mask` per site,
+  `constraints`). Sites past the list are the pad: the crystal has exactly those sites.
 
 Masks and biases steer the draw only. The log-probability a sample carries, and that PPO's
 ratio and KL use, is the model's own (unmasked, unbiased): PPO then raises the model's own
@@ -40,3 +44,4 @@ def lacks_required(structures, required: Sequence[str]) -> np.ndarray:
     """(n,) bool: the sample did not decode or misses one of the `required` element symbols."""
     need = set(required)
     return np.array([s is None or not need <= {el.symbol for el in s.composition} for s in structures], bool)
+

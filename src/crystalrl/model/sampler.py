@@ -94,10 +94,12 @@ def cache_stages(seq_len: int, n_stages: int = 3) -> list[int]:
 
 # ---------------------------------------------------------------------- the loop
 @functools.partial(jax.jit, static_argnames=("graphdef", "use_top_p"))
-def _sample_chunk(graphdef, state, key, G_b, atom_mask_na, atom_bias_na, temperature, top_p, *, use_top_p):
+def _sample_chunk(graphdef, state, key, G_b, atom_mask_na, atom_bias_na, w_fixed_n, same_as_n, temperature, top_p, *,
+                  use_top_p):
     """One `while_loop` iteration feeds one token at position t and draws the next
     variable from its output; `lax.switch` on t % 5 picks what is drawn, so the
-    transformer step is compiled once."""
+    transformer step is compiled once. w_fixed_n[i] >= 0 replaces the draw of W_i;
+    same_as_n[i] = j < i copies A_j into A_i."""
     model = nnx.merge(graphdef, state)
     cfg = model.cfg
     n, B = cfg.n_max, G_b.shape[0]
@@ -113,6 +115,7 @@ def _sample_chunk(graphdef, state, key, G_b, atom_mask_na, atom_bias_na, tempera
         i = c["i"]
         last = (i == n - 1) & (jnp.arange(lp_w.shape[-1]) > 0)
         w = sample_top_p(key, jnp.where(last, -jnp.inf, lp_w), **draw).astype(jnp.int32)
+        w = jnp.where(w_fixed_n[i] >= 0, w_fixed_n[i], w)
         c = dict(c, W=c["W"].at[:, i].set(w), logp_w=c["logp_w"] + _pick(lp_w, w))
         return c, model.embed_w(G_b, w)
 
@@ -123,6 +126,7 @@ def _sample_chunk(graphdef, state, key, G_b, atom_mask_na, atom_bias_na, tempera
         allowed = atom_mask_na[i][None, :] | (jnp.arange(lp_a.shape[-1]) == 0)
         # the bias steers the draw only: logp_a records the model's own log-probability
         a = sample_top_p(ka, jnp.where(allowed, lp_a + atom_bias_na[i][None, :], -jnp.inf), **draw).astype(jnp.int32)
+        a = jnp.where((same_as_n[i] < i) & (w > 0), c["A"][:, same_as_n[i]], a)
         lat = lk.lattice_params(out, cfg)
         L_new = _draw_lattice(kl, lat, **draw)
         lp_l = jnp.where(latmask, lk.lattice_logp_per_dim(L_new, *lat), 0.0).sum(-1)
@@ -257,7 +261,7 @@ class SampleBatch:
 _COMPILED: dict = {}
 
 
-def _compiled_chunk(graphdef, state, key, g, mask, bias, temperature, top_p, use_top_p):
+def _compiled_chunk(graphdef, state, key, g, mask, bias, w_fixed, same_as, temperature, top_p, use_top_p):
     """The compiled sampler for these shapes and this device, and the seconds compiling it took here.
 
     Compiling ahead of time keeps compilation out of the sampling time (S.U.N. per
@@ -268,20 +272,25 @@ def _compiled_chunk(graphdef, state, key, g, mask, bias, temperature, top_p, use
     if sig in _COMPILED:
         return _COMPILED[sig], 0.0
     t0 = time.perf_counter()
-    fn = _sample_chunk.lower(graphdef, state, key, g, mask, bias, temperature, top_p, use_top_p=use_top_p).compile()
+    fn = _sample_chunk.lower(graphdef, state, key, g, mask, bias, w_fixed, same_as, temperature, top_p,
+                             use_top_p=use_top_p).compile()
     _COMPILED[sig] = fn
     return fn, time.perf_counter() - t0
 
 
 def sample(model, key, G_b, *, temperature: float = 1.0, top_p: float = 1.0,
-           atom_mask=None, atom_bias=None, chunk_size: int | None = None, dtype=jnp.float32,
-           devices=None) -> SampleBatch:
+           atom_mask=None, atom_bias=None, wyckoff_fixed=None, same_element_as=None,
+           chunk_size: int | None = None, dtype=jnp.float32, devices=None) -> SampleBatch:
     """Draw one crystal per entry of `G_b` (space groups 1..230) -> `SampleBatch`.
 
     atom_mask: None (all elements), (atom_types,) or (n_max, atom_types) bool of
     allowed elements (per site). atom_bias: None, (atom_types,) or (n_max, atom_types) float
     added to the element log-probs before drawing (a composition bias, `crystalrl.model.condition`);
-    the recorded logp_a stays the model's own. Rows are processed in chunks of `chunk_size`
+    the recorded logp_a stays the model's own. wyckoff_fixed: None or (n_max,) int, the
+    Wyckoff letter number of each site (0 = the pad that ends the crystal, -1 = drawn), as the
+    public code's `--wyckoff`; same_element_as: None or (n_max,) int, j < i makes site i hold
+    site j's element (its `constraints`); `crystalrl.model.condition.Prototype` builds both. The
+    recorded log-likelihood is the model's own of the forced tokens too. Rows are processed in chunks of `chunk_size`
     (default: fits the cache in CACHE_BUDGET_BYTES, and at most an even share of the
     rows per device); chunk c uses fold_in(key, c) and runs on device c mod the number of
     `devices` (default: every local device), all chunks at once. Results are
@@ -304,6 +313,11 @@ def sample(model, key, G_b, *, temperature: float = 1.0, top_p: float = 1.0,
         np.broadcast_to(np.asarray(atom_bias, np.float32), (cfg.n_max, cfg.atom_types)).copy()
     if not np.isfinite(bias).all():
         raise ValueError("sample: atom_bias must be finite (use atom_mask to forbid an element)")
+    w_fixed = np.full(cfg.n_max, -1, np.int32) if wyckoff_fixed is None else np.asarray(wyckoff_fixed, np.int32)
+    same_as = np.arange(cfg.n_max, dtype=np.int32) if same_element_as is None else \
+        np.asarray(same_element_as, np.int32)
+    if w_fixed.shape != (cfg.n_max,) or same_as.shape != (cfg.n_max,) or np.any(same_as > np.arange(cfg.n_max)):
+        raise ValueError(f"sample: wyckoff_fixed and same_element_as must be ({cfg.n_max},), same_element_as[i] <= i")
 
     devices = list(jax.local_devices() if devices is None else devices)
     # XLA's RngBitGenerator keys compile much faster than threefry inside the loop
@@ -320,12 +334,12 @@ def sample(model, key, G_b, *, temperature: float = 1.0, top_p: float = 1.0,
     for c, start in enumerate(range(0, B, size)):
         device = devices[c % len(devices)]
         if device not in on_device:
-            on_device[device] = jax.device_put((state, jnp.asarray(mask), jnp.asarray(bias, dtype), temperature,
-                                                top_p), device)
-        st, mk, bs, temp, tp = on_device[device]
+            on_device[device] = jax.device_put((state, jnp.asarray(mask), jnp.asarray(bias, dtype),
+                                                jnp.asarray(w_fixed), jnp.asarray(same_as), temperature, top_p), device)
+        st, mk, bs, wf, sa, temp, tp = on_device[device]
         g = G_b[start:start + size]
         g_pad = jax.device_put(np.concatenate([g, np.full(size - g.size, g[0], np.int32)]), device)  # one compile
-        args = (st, jax.device_put(jax.random.fold_in(key, c), device), g_pad, mk, bs, temp, tp)
+        args = (st, jax.device_put(jax.random.fold_in(key, c), device), g_pad, mk, bs, wf, sa, temp, tp)
         fn, t_compile = _compiled_chunk(graphdef, *args, use_top_p)
         compile_seconds += t_compile
         pending.append((g.size, args, fn))
