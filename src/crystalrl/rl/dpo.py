@@ -34,8 +34,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from crystalrl.digest import digest_arrays
 from crystalrl.model.store import abstract_like, params_of
-from crystalrl.rl.ppo import PPOConfig, _as_state, _logp_fn, total_logp
-from crystalrl.timelimit import StopRequest, TimeLimit, stop_record, stops_text
+from crystalrl.rl.ppo import PPOConfig, _as_state, _logp_fn, save_or_stop, total_logp
+from crystalrl.timelimit import StopRequest, stops_text
 from crystalrl.tokenizer import TOKEN_KEYS, tokens_to_arrays
 from crystalrl.train.checkpoint import CheckpointStore
 from crystalrl.train.loop import data_mesh, make_optimizer
@@ -223,14 +223,7 @@ def run_dpo(policy, reference, chosen: dict, rejected: dict, cfg: PPOConfig, *, 
                     "lower ppo.lr and rerun.")
             if on_metrics is not None:
                 on_metrics(pd.DataFrame(history))
-            stopping = done < cfg.steps and stop.requested()
-            if store is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps or stopping):
-                stops += [stop_record(done)] if stopping else []
-                store.save(done, state, dict(step=done, history=history, run=run_id, stops=stops))
-            if stopping:
-                if store is not None:
-                    store.close()
-                raise TimeLimit(done, str(ckpt_dir))
+            save_or_stop(done, cfg, stop, store, state, dict(history=history, run=run_id), stops, ckpt_dir)
             if stop_after is not None and done >= stop_after:
                 break
     if store is not None:

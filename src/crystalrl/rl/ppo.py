@@ -294,20 +294,28 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
                     "(or check the reward for NaN) and rerun.")
             if on_metrics is not None:  # the stage writes the table after every step: a live curve
                 on_metrics(pd.DataFrame(history))
-            stopping = done < cfg.steps and stop.requested()  # a Slurm time limit is near (crystalrl.timelimit)
-            if store is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps or stopping):
-                stops += [stop_record(done)] if stopping else []
-                store.save(done, state, dict(step=done, baseline=baseline, history=history, run=run_id, stops=stops))
-            if stopping:
-                if store is not None:
-                    store.close()
-                raise TimeLimit(done, str(ckpt_dir))
+            save_or_stop(done, cfg, stop, store, state, dict(baseline=baseline, history=history, run=run_id), stops,
+                         ckpt_dir)
             if stop_after is not None and done >= stop_after:
                 break
     if store is not None:
         store.close()
     nnx.update(policy, _as_state(params0, state["params"]))
     return policy, pd.DataFrame(history)
+
+
+def save_or_stop(done: int, cfg, stop, store, state, meta: dict, stops: list, ckpt_dir) -> None:
+    """After step `done` of an RL loop (PPO, DPO): checkpoint every `cfg.ckpt_every` steps, at the
+    last step, and when a Slurm time limit is near (crystalrl.timelimit); then raise TimeLimit.
+    `stops` (the time-limit stops so far) grows in place."""
+    stopping = done < cfg.steps and stop.requested()
+    if store is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps or stopping):
+        stops += [stop_record(done)] if stopping else []
+        store.save(done, state, dict(step=done, **meta, stops=stops))
+    if stopping:
+        if store is not None:
+            store.close()
+        raise TimeLimit(done, str(ckpt_dir))
 
 
 def _as_state(template: nnx.State, params: dict) -> nnx.State:
