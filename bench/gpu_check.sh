@@ -210,7 +210,7 @@ def orb_ppo_step():
     from crystalrl.model.store import params_of
     from crystalrl.rewards import ehull_reward
     from crystalrl.rl.ppo import _logp_fn, _make_update
-    from crystalrl.train.loop import make_optimizer
+    from crystalrl.train.loop import data_mesh, make_optimizer
 
     device = "cpu" if DRY else "cuda"
     weights = OUT / "orb-v2-random.ckpt"
@@ -242,7 +242,7 @@ def orb_ppo_step():
 
     graphdef, params0, rest = nnx.split(MODEL, nnx.Param, ...)
     tx, _ = make_optimizer(1e-5, 0.0, 1.0)
-    update, logp = _make_update(graphdef, rest, tx, 0.1, 0.2), _logp_fn(graphdef, rest)
+    update, logp = _make_update(graphdef, rest, tx, 0.1, 0.2, data_mesh(jax.devices()[:1])), _logp_fn(graphdef, rest, data_mesh(jax.devices()[:1]))
     ref = params_of(MODEL)
     state = dict(params=nnx.to_pure_dict(params0))
     state["opt_state"] = tx.init(state["params"])

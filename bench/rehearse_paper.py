@@ -220,12 +220,12 @@ def stage_ppo(model, out, batch: int) -> Cost:
     """One PPO step's model work on `batch` rows: old + reference logp, ppo_epochs updates."""
     from crystalrl.model.store import params_of
     from crystalrl.rl.ppo import _logp_fn, _make_update
-    from crystalrl.train.loop import make_optimizer
+    from crystalrl.train.loop import data_mesh, make_optimizer
 
     graphdef, params0, rest = nnx.split(model, nnx.Param, ...)
     tx, _ = make_optimizer(1e-5, 0.0, 1.0)
-    update = _make_update(graphdef, rest, tx, 0.1, 0.2)
-    logp = _logp_fn(graphdef, rest)
+    update = _make_update(graphdef, rest, tx, 0.1, 0.2, data_mesh(jax.devices()[:1]))
+    logp = _logp_fn(graphdef, rest, data_mesh(jax.devices()[:1]))
     ref = params_of(model)
     state = dict(params=nnx.to_pure_dict(params0))
     state["opt_state"] = tx.init(state["params"])
