@@ -162,3 +162,39 @@ def test_dry_run_names_a_bad_cross_check_mlip_and_plans_its_weights(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "rule fetch_cross_check_weights" in out and "resources/mlip/orb-orb-v2.weights" in out
+
+
+def test_relaxation_starts_from_the_energies_evaluation_already_has(chgnet, hull, mp_structures):
+    """The evaluate stage scored every relaxed row as generated: the relaxation takes those energies
+    instead of a second single-point pass, and relaxes to the same place."""
+    from crystalrl.ehull import energy_and_e_hull_as_generated
+    from crystalrl.relax import RelaxConfig, relax_structures
+
+    calls = []
+
+    class Counting:
+        """The CHGNet wrapper, counting its single-point passes."""
+
+        def __getattr__(self, name):
+            return getattr(chgnet, name)
+
+        def predict(self, structures, *a, **kw):
+            calls.append(sum(s is not None for s in structures))
+            return chgnet.predict(structures, *a, **kw)
+
+    energy, e_hull, _ = energy_and_e_hull_as_generated(mp_structures, chgnet, hull)
+    assert np.all(np.isfinite(energy)) and np.all(np.isfinite(e_hull))
+    cfg = RelaxConfig.from_dict({"fmax": 0.1, "max_steps": 20, "method": "ase"})
+    counted = Counting()
+    fresh = relax_structures(counted, mp_structures, cfg)
+    assert calls == [2]
+    calls.clear()
+    known = relax_structures(counted, mp_structures, cfg, energy_initial=energy)
+    assert calls == []
+    n_atoms = np.array([len(s) for s in mp_structures])
+    np.testing.assert_allclose(known["energy_initial"], energy / n_atoms)
+    np.testing.assert_allclose(known["energy_initial"], fresh["energy_initial"], rtol=1e-6)
+    np.testing.assert_allclose(known["energy_final"], fresh["energy_final"], rtol=1e-6)
+    # a NaN energy still asks the MLIP, for that structure only
+    relax_structures(counted, mp_structures, cfg, energy_initial=[energy[0], np.nan])
+    assert calls == [1]

@@ -27,6 +27,16 @@ def e_hull_as_generated(structures: Sequence[Structure | None], mlip, hull, *,
     `valid_struct`: structural validity when the caller has it already (evaluation
     computes the whole validity table once); computed here otherwise.
     """
+    _energy, e_hull, status = energy_and_e_hull_as_generated(structures, mlip, hull, valid_struct=valid_struct)
+    return e_hull, status
+
+
+def energy_and_e_hull_as_generated(structures: Sequence[Structure | None], mlip, hull, *,
+                                   valid_struct: Sequence[bool] | None = None
+                                   ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """As `e_hull_as_generated`, with the MLIP's raw total energies (n,) eV (NaN where not
+    scored): a caller that relaxes the same structures next starts from them instead of
+    asking the MLIP again (`crystalrl.relax.relax_structures(energy_initial=...)`)."""
     n = len(structures)
     if valid_struct is None:
         valid_struct = [s is not None and structure_validity(s)[0] for s in structures]
@@ -41,13 +51,15 @@ def e_hull_as_generated(structures: Sequence[Structure | None], mlip, hull, *,
             lacking = sorted({el.symbol for el in s.composition} - covered)
             status[i] = f"missing reference for elements: {', '.join(lacking)}"
     idx = [i for i in range(n) if status[i] == "ok"]
-    e_hull = np.full(n, np.nan)
+    e_hull, energy = np.full(n, np.nan), np.full(n, np.nan)
     if idx:
         subset = [structures[i] for i in idx]
         pred = mlip.predict(subset, properties=("energy",))
         eh, hull_status = e_above_hull(hull, subset, pred["energy"], mlip)
-        e_hull[idx] = eh
+        e_hull[idx], energy[idx] = eh, pred["energy"]
         for j, i in enumerate(idx):
             err = pred["error"][j] if pred.get("error") is not None else None
             status[i] = f"mlip: {err}" if err else hull_status[j]
-    return e_hull, status
+            if err:
+                energy[i] = np.nan
+    return energy, e_hull, status

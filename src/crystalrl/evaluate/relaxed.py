@@ -44,8 +44,11 @@ def rmsd(before: Structure | None, after: Structure | None, matcher_kw: dict | N
 
 
 def relax_and_score(structures: Sequence[Structure | None], todo_n: Sequence[bool], mlip, hull, cfg: RelaxConfig,
-                    matcher_kw: dict | None = None) -> pd.DataFrame:
+                    matcher_kw: dict | None = None, energy_n: Sequence[float] | None = None) -> pd.DataFrame:
     """Relax the structures where `todo_n` (n,) is true and place them on `hull`; a row per structure.
+
+    `energy_n`: the MLIP's total energies (eV) of the structures as generated, where the
+    caller scored them already; the relaxation then starts without a second single point.
 
     Columns RELAX_COLUMNS. Rows not in `todo_n` are NaN / False / None with an empty reason;
     a relaxation that fails or explodes keeps its row, NaN, with the reason.
@@ -58,7 +61,8 @@ def relax_and_score(structures: Sequence[Structure | None], todo_n: Sequence[boo
     if not len(idx_m):
         return out
     subset = [structures[i] for i in idx_m]
-    rel = relax_structures(mlip, subset, cfg)
+    known_m = None if energy_n is None else np.asarray(energy_n, dtype=float)[idx_m]
+    rel = relax_structures(mlip, subset, cfg, energy_initial=known_m)
     relaxed, _ = parse_many([c if isinstance(c, str) else None for c in rel["cif_relaxed"]])
     n_atoms_m = np.array([len(s) for s in subset], dtype=float)
     e_hull_m, hull_status = e_above_hull(hull, relaxed, rel["energy_final"].to_numpy() * n_atoms_m, mlip)

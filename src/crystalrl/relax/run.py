@@ -50,8 +50,12 @@ def choose_method(mlip: MLIP, cfg: RelaxConfig) -> str:
 
 
 def relax_structures(mlip: MLIP, structures: Sequence[Structure | None], cfg: RelaxConfig,
-                     *, guards: Guards | None = None) -> pd.DataFrame:
+                     *, guards: Guards | None = None, energy_initial: Sequence[float] | None = None) -> pd.DataFrame:
     """Relax each structure with `mlip`; one row per input, in order.
+
+    `energy_initial` (n,): the MLIP's total energies (eV) of the structures as given, when
+    the caller has them (evaluation scored them already): no second single-point pass.
+    A NaN there still goes to the MLIP.
 
     Columns: energy_initial, energy_final (eV/atom), cif_relaxed (str or None),
     converged, steps, status ('ok' | 'failed: <reason>'), seconds, method ('batched' |
@@ -68,7 +72,16 @@ def relax_structures(mlip: MLIP, structures: Sequence[Structure | None], cfg: Re
     # Overlapping atoms (common in samples of a weak model) blow up MLIP neighbour lists:
     # minutes and gigabytes per batch. They are failed before the MLIP sees them.
     sendable = [s if d >= guards.min_distance else None for s, d in zip(structures, d_min)]
-    init = mlip.predict(sendable, properties=("energy",))
+    known = np.full(n, np.nan) if energy_initial is None else np.asarray(energy_initial, dtype=float)
+    if known.shape != (n,):
+        raise ValueError(f"energy_initial has shape {known.shape} for {n} structures")
+    ask = [s if not np.isfinite(e) else None for s, e in zip(sendable, known)]
+    init = {"energy": known.copy(), "error": [None] * n}
+    if any(s is not None for s in ask):
+        pred = mlip.predict(ask, properties=("energy",))
+        for i, s in enumerate(ask):
+            if s is not None:
+                init["energy"][i], init["error"][i] = pred["energy"][i], pred["error"][i]
     todo = []
     for i, (s, d) in enumerate(zip(structures, d_min)):
         if s is None:

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from crystalrl.ehull import e_hull_as_generated
+from crystalrl.ehull import energy_and_e_hull_as_generated
 from crystalrl.evaluate.relaxed import check_agreement, cross_check, relax_and_score, relax_config, sun_relaxed
 from crystalrl.evaluate.sun import METRICS, RELAXED, EvaluateConfig, evaluate_samples
 from crystalrl.evaluate.validity import validity_table
@@ -34,19 +34,21 @@ def run(inputs, outputs, params, log, threads=1) -> None:
             log.warning("%s", w)
     val = validity_table(structures, cfg.min_distance, cfg.min_volume, cfg.oxidation_states_set, cfg.strict)
     n = len(structures)
-    e_hull = np.full(n, np.nan)
+    e_hull, energy = np.full(n, np.nan), np.full(n, np.nan)
     mlip = hull = None
     if val["valid_struct"].any():
         mlip = load_mlip(MLIPConfig.from_dict(params["mlip"]))
         hull = load_hull(HullConfig.from_dict(params["hull"]))
-        e_hull, _status = e_hull_as_generated(structures, mlip, hull, valid_struct=val["valid_struct"].to_numpy())
+        energy, e_hull, _status = energy_and_e_hull_as_generated(structures, mlip, hull,
+                                                                 valid_struct=val["valid_struct"].to_numpy())
     log.info("e_hull for %d of %d samples", int(np.isfinite(e_hull).sum()), n)
     out = evaluate_samples(samples, e_hull=e_hull, config=cfg, train_df=pd.read_parquet(inputs.train),
                            structures=structures, validity=val, processes=threads)
 
     todo = out["valid"].to_numpy(dtype=bool) & np.isfinite(e_hull) if cfg.relax["enabled"] else np.zeros(n, bool)
     t0 = time.perf_counter()
-    rel = relax_and_score(structures, todo, mlip, hull, relax_config(cfg.relax), cfg.matcher)
+    rel = relax_and_score(structures, todo, mlip, hull, relax_config(cfg.relax), cfg.matcher,
+                          energy_n=energy)
     log.info("relaxed %d of %d samples in %.1f s: %d with a relaxed e_hull, %d converged", int(todo.sum()), n,
              time.perf_counter() - t0, int(np.isfinite(rel["e_hull_relaxed"]).sum()), int(rel["relax_converged"].sum()))
     for col in ("e_hull_relaxed", "rmsd_relax", "relax_converged", "cif_relaxed"):
