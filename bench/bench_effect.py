@@ -50,7 +50,7 @@ def load_config(workdir: Path, configfiles: list[str]) -> dict:
     return validate_config(cfg)
 
 
-def draw_and_score(models: dict, sg_probs, *, n: int, seeds, mlip, hull, mlip_batch: int,
+def draw_and_score(models: dict, sg_probs, *, n: int, seeds, mlip, hull,
                    temperature: float, top_p: float) -> list[dict]:
     """Fresh samples of every (model, seed), drawn by `fresh_sample_rewards` with the same keys,
     with their structures and e_hull as generated; in (model, seed) order."""
@@ -62,7 +62,7 @@ def draw_and_score(models: dict, sg_probs, *, n: int, seeds, mlip, hull, mlip_ba
 
     def score(structures):
         t = time.perf_counter()
-        e_hull, status = e_hull_as_generated(structures, mlip, hull, batch_size=mlip_batch)
+        e_hull, status = e_hull_as_generated(structures, mlip, hull)  # the MLIP carries its batch size
         draws.append(dict(structures=list(structures), e_hull=e_hull, status=status,
                           score_s=time.perf_counter() - t))
         return RewardResult(reward=-np.nan_to_num(e_hull, nan=np.inf), valid=np.isfinite(e_hull),
@@ -165,7 +165,7 @@ def main():
 
     t0 = time.perf_counter()
     draws = draw_and_score(models, sg_probs, n=args.n, seeds=args.seeds, mlip=mlip, hull=hull,
-                           mlip_batch=mlip_cfg.batch_size, temperature=cfg["sample"]["temperature"],
+                           temperature=cfg["sample"]["temperature"],
                            top_p=cfg["sample"]["top_p"])
     table = judge(draws, evaluate_cfg, novelty, processes=args.threads)
     summary, verdict = summarize(table)
