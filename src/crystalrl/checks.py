@@ -11,6 +11,7 @@ that already holds results of another config, where Snakemake alone would say
 """
 from __future__ import annotations
 
+import difflib
 import os
 import urllib.parse
 from collections.abc import Mapping
@@ -113,7 +114,9 @@ def _ppo_and_models(cfg: Mapping[str, Any]) -> list[str]:
             elif comp not in REWARDS:
                 problem = check_importable(comp, where)
                 if problem:
-                    problems.append(problem + f" (rewards: {', '.join(REWARDS)} or module:function)")
+                    near = difflib.get_close_matches(comp, REWARDS, n=1)  # a misspelled built-in name
+                    hint = f"; did you mean '{near[0]}'?" if near and ":" not in comp else ""
+                    problems.append(problem + f" (rewards: {', '.join(REWARDS)} or module:function){hint}")
             if part["normalize"] == "clip" and part.get("clip") is None:
                 problems.append(f"config key '{where}.clip': normalize: clip needs clip: [lo, hi]")
     known = ["base", "sft"] + [f"ppo_{r}" for r in runs] + [f"published_{n}" for n in cfg["published"]]

@@ -10,6 +10,9 @@ Named in config (`ppo.reward`):
   overlapping or unscorable samples get 0 (the paper's code's dummy value).
 - `diversity`: 1 / (how many samples of the batch share the sample's reduced formula); an
   undecodable sample gets 0. Pays for spreading over compositions, not for any one of them.
+- `novelty`: 1 for a sample the evaluation counts novel (valid, and no crystal of the run's
+  training split matches it: `crystalrl.evaluate.matching.NoveltyIndex` with `evaluate.matcher`
+  and `evaluate.match_spacegroup`), else 0. Pays nothing for stability: a component beside `ehull`.
 - `module:function`: a user's callable `f(structures: list[Structure | None]) -> array`
   (None marks a sample that could not be decoded), imported from `module`.
 
@@ -100,6 +103,34 @@ def user_reward(spec: str) -> RewardFn:
     return reward
 
 
+#: The `evaluate` keys the novelty reward judges by, so that it pays for exactly the samples
+#: the evaluation will count novel (the workflow passes them as the ppo job's `novelty` params).
+NOVELTY_SETTINGS = ("matcher", "match_spacegroup", "min_distance", "min_volume", "oxidation_states_set")
+
+
+def novelty_reward(index, settings: Mapping[str, Any] | None = None) -> RewardFn:
+    """1 where a sample is valid (structure and SMACT composition, by the `evaluate` thresholds
+    in `settings`) and `index` (a `NoveltyIndex` of the training split) holds no match, else 0:
+    the evaluation's own `novel`. Invalid samples are 0 without a search: an overlapping or
+    uncharged crystal is trivially novel, and paying for it would be a hack. Only a sample that
+    did not decode is not valid."""
+    cfg = dict(settings or {})
+
+    def reward(structures):
+        from crystalrl.evaluate import validity as v
+
+        cutoff, min_volume = cfg.get("min_distance", v.MIN_DISTANCE), cfg.get("min_volume", v.MIN_VOLUME)
+        ox = cfg.get("oxidation_states_set", v.OXIDATION_STATES_SET)
+        idx = [i for i, s in enumerate(structures) if s is not None and v.structure_validity(s, cutoff, min_volume)[0]
+               and v.composition_validity(s.composition, ox)[0]]
+        r = np.zeros(len(structures))
+        if idx:
+            r[idx] = index.is_novel([structures[i] for i in idx])
+        return RewardResult(reward=r, valid=np.array([s is not None for s in structures]))
+
+    return reward
+
+
 def diversity_reward() -> RewardFn:
     """1 / (samples of the batch with the same reduced formula); 0 where a sample did not decode."""
 
@@ -115,7 +146,8 @@ def diversity_reward() -> RewardFn:
 @dataclass(frozen=True)
 class Builtin:
     """A built-in reward: what the caller must load for it (`needs`: of "mlip", "hull",
-    "dielectric") and how it is built from those (`build`, keywords of `make_reward`)."""
+    "dielectric", "train": the training split) and how it is built from those (`build`,
+    keywords of `make_reward`)."""
 
     needs: tuple[str, ...]
     build: Callable[..., RewardFn]
@@ -135,18 +167,26 @@ def _build_ehull(*, mlip=None, hull=None, clip=None, **_) -> RewardFn:
     return ehull_reward(mlip, hull, clip=clip)
 
 
+def _build_novelty(*, novelty=None, **_) -> RewardFn:
+    if novelty is None:
+        raise ValueError("reward 'novelty' needs a NoveltyIndex of the training split and the evaluate settings")
+    index, settings = novelty
+    return novelty_reward(index, settings)
+
+
 #: The one registry of reward names: the config check, the workflow's inputs, the PPO
 #: stage and `make_reward` all ask it, never compare names themselves.
 REWARDS: dict[str, Builtin] = {
     "ehull": Builtin(("mlip", "hull"), _build_ehull),
     "dielectric_fom": Builtin(("dielectric",), _build_fom),
     "diversity": Builtin((), lambda **_: diversity_reward()),
+    "novelty": Builtin(("train",), _build_novelty),
 }
 
 
 def reward_needs(spec: str | Mapping[str, Mapping[str, Any]], what: str) -> bool:
     """Whether a run's `ppo.reward` (a name or a mapping of components) needs `what`
-    ("mlip", "hull" or "dielectric") loaded or built first."""
+    ("mlip", "hull", "dielectric" or "train") loaded or built first."""
     return any(what in REWARDS[name].needs for name in reward_components(spec) if name in REWARDS)
 
 
@@ -196,12 +236,13 @@ def composite_reward(parts: Mapping[str, tuple[RewardFn, Mapping[str, Any]]]) ->
 
 
 def make_reward(name: str, *, mlip=None, hull=None, dielectric_dirs: tuple[str, str] | None = None,
-                clip: float | None = None, batch_size: int = 64) -> RewardFn:
+                clip: float | None = None, batch_size: int = 64, novelty=None) -> RewardFn:
     """The reward named in config (`ppo.reward`), from models loaded once by the caller:
     `mlip` (which carries its batch size), `hull` and `clip` (`ppo.ehull_clip`) for `ehull`;
-    the trained dielectric model directories and `batch_size` for `dielectric_fom`; a
-    `module:function` needs nothing."""
+    the trained dielectric model directories and `batch_size` for `dielectric_fom`;
+    `novelty` = (a `NoveltyIndex` of the training split, the `NOVELTY_SETTINGS` of `evaluate`)
+    for `novelty`; a `module:function` needs nothing."""
     if name in REWARDS:
         return REWARDS[name].build(mlip=mlip, hull=hull, dielectric_dirs=dielectric_dirs, clip=clip,
-                                   batch_size=batch_size)
+                                   batch_size=batch_size, novelty=novelty)
     return user_reward(name)

@@ -5,7 +5,7 @@ from crystalrl.checks import check_config, is_remote_checkpoint
 from crystalrl.config import ConfigError, ppo_run_config, validate_config
 from crystalrl.devices import runtime_env
 from crystalrl.hull import HullConfig
-from crystalrl.rewards import reward_needs
+from crystalrl.rewards import NOVELTY_SETTINGS, reward_needs
 from crystalrl.mlip.backends import weights_file as mlip_weights_file
 from crystalrl.mlip.config import check_config as mlip_check_config
 from crystalrl.stages import SAMPLE_SETS
@@ -159,6 +159,18 @@ def ppo_pairs_input(wildcards):
         expand(rules.sample.output.samples, **pool)[0],
         expand(rules.merge_relax.output.relaxed, **pool)[0],
     ]
+
+
+def ppo_reward_needs(wildcards, what):
+    """Whether a component of PPO run `wildcards.name`'s reward needs `what` loaded (an input
+    of its job: crystalrl.rewards.REWARDS); dpo/ipo runs have no reward."""
+    p = ppo_params(wildcards)
+    return p["algorithm"] not in ("dpo", "ipo") and reward_needs(p["reward"], what)
+
+
+# What the novelty reward judges by: the evaluation's own settings, so that it pays for the
+# samples the evaluation will count novel (params of the ppo jobs that use it, only).
+NOVELTY_PARAMS = {k: config["evaluate"][k] for k in NOVELTY_SETTINGS}
 
 
 def pairs_table(wildcards):

@@ -63,9 +63,11 @@ rule ppo:
                 rules.train_dielectric.output.eps_model,
                 rules.train_dielectric.output.gap_model,
             ]
-            if reward_needs(ppo_params(w)["reward"], "dielectric")
-            and ppo_params(w)["algorithm"] not in ("dpo", "ipo")
+            if ppo_reward_needs(w, "dielectric")
             else []
+        ),
+        train=lambda w: (
+            rules.curate.output.train if ppo_reward_needs(w, "train") else []
         ),
         pairs=ppo_pairs_input,
     output:
@@ -86,5 +88,6 @@ rule ppo:
         hull=hull_params(),
         ckpt_dir=lambda w: f"{R}/checkpoints/ppo_{w.name}",
         tokenize=lambda w: config["tokenize"] if pairs_table(w) else {},
+        novelty=lambda w: NOVELTY_PARAMS if ppo_reward_needs(w, "train") else {},
     script:
         "../scripts/ppo.py"

@@ -1,10 +1,12 @@
 """Stage `ppo`: fine-tune a model with a reward (Eq. 1 of the paper; `crystalrl.rl.ppo`).
 
 params: ppo (the run's settings, `crystalrl.config.ppo_run_config`), mlip, hull (sections),
-ckpt_dir, tokenize (section, for a pairs table); inputs: start_model, train_tokens, hull (files,
-maybe none), dielectric (the two trained model directories, or none), pairs (dpo/ipo runs: the
-base model's sft_pool samples and their relaxed table for `pairs: pool`, else the user's
-table); outputs: model, metrics. A dpo/ipo run (`crystalrl.rl.dpo`) writes the same artifacts.
+ckpt_dir, tokenize (section, for a pairs table), novelty (the `evaluate` keys of the novelty
+reward, or none); inputs: start_model, train_tokens, hull (files, maybe none), dielectric (the
+two trained model directories, or none), train (the curated training split, for the novelty
+reward, or none), pairs (dpo/ipo runs: the base model's sft_pool samples and their relaxed table
+for `pairs: pool`, else the user's table); outputs: model, metrics. A dpo/ipo run
+(`crystalrl.rl.dpo`) writes the same artifacts.
 """
 from __future__ import annotations
 
@@ -23,20 +25,23 @@ from crystalrl.stages import metrics_writer
 from crystalrl.train.data import load_token_arrays
 
 
-def build_reward(spec, params: dict, dielectric_dirs=None, *, clip: float, guards: dict | None = None):
+def build_reward(spec, params: dict, dielectric_dirs=None, *, clip: float, guards: dict | None = None,
+                 train: str | None = None):
     """The reward of `spec` (`ppo.reward`: a name or weighted components), the MLIP and hull of
-    `params` loaded once and only where a component needs them, behind the run's guards
+    `params` loaded once and only where a component needs them, as is the novelty index of the
+    training split `train` (a Parquet file) with `params["novelty"]`, behind the run's guards
     against reward hacking (`crystalrl.rl.guards`; none when None): the e_hull guards on the
     `ehull` component, the composition guards on the sum."""
     mlip_cfg = MLIPConfig.from_dict(params["mlip"])
     comps = reward_components(spec)
     hull = load_hull(HullConfig.from_dict(params["hull"])) if reward_needs(spec, "hull") else None
     mlip = load_mlip(mlip_cfg) if reward_needs(spec, "mlip") else None
+    novelty = novelty_index(train, params.get("novelty") or {}) if reward_needs(spec, "train") else None
     g = Guards.from_dict(guards) if guards is not None else None
     fns = {}
     for name in comps:
         fns[name] = make_reward(name, mlip=mlip, hull=hull, dielectric_dirs=dielectric_dirs, clip=clip,
-                                batch_size=mlip_cfg.batch_size)
+                                batch_size=mlip_cfg.batch_size, novelty=novelty)
     if len(comps) == 1 and next(iter(comps.values())) == dict(weight=1.0, normalize="none", clip=None):
         fn = next(iter(fns.values()))  # one reward as it is (the paper's)
         return fn if g is None else guarded(fn, g, hull=hull, clip=clip)
@@ -46,15 +51,32 @@ def build_reward(spec, params: dict, dielectric_dirs=None, *, clip: float, guard
     return total if g is None else guarded(total, g, parts=("composition",))
 
 
+def novelty_index(train: str | None, settings: dict):
+    """(NoveltyIndex of the training split, `settings`) for the novelty reward: built once per
+    process from the formula column alone; a reference CIF is parsed only when a sample lands
+    in its formula group."""
+    import pandas as pd
+
+    from crystalrl.evaluate.matching import NoveltyIndex
+
+    if not train:
+        raise ValueError("reward 'novelty' needs the training split (input 'train' of rule ppo)")
+    table = pd.read_parquet(train, columns=["cif", "formula", "spacegroup"])
+    return NoveltyIndex(table, settings.get("matcher"), settings.get("match_spacegroup", False)), settings
+
+
 def reward_key(reward, params: dict, inputs) -> dict:
     """What the reward reads besides the samples, for the run's identity (`run_ppo`'s `run_key`):
-    its settings and the content digests of its input files (hull, dielectric models, MLIP weights)."""
+    its settings and the content digests of its input files (hull, dielectric models, MLIP weights,
+    training split of the novelty reward), so that a run never resumes on other references."""
     files = (_as_list(getattr(inputs, "hull", None)) + _as_list(getattr(inputs, "dielectric", None))
-             + _as_list(getattr(inputs, "mlip_weights", None)))
+             + _as_list(getattr(inputs, "mlip_weights", None)) + _as_list(getattr(inputs, "train", None)))
     key = dict(reward=reward, files=digest_files(*files) if files else None)
     if reward_needs(reward, "mlip"):  # where the MLIP runs and in what batches does not change what it computes
         key.update(mlip={k: v for k, v in params["mlip"].items() if k not in ("device", "batch_size")},
                    hull=params["hull"])
+    if reward_needs(reward, "train"):
+        key.update(novelty=params.get("novelty") or {})
     return key
 
 
@@ -103,7 +125,8 @@ def run(inputs, outputs, params, log, threads=1) -> None:
     train_arrays, _ids = load_token_arrays(inputs.train_tokens)
     sg_p = spacegroup_probs(cfg.spacegroups, train_arrays["G"])
     dielectric = tuple(getattr(inputs, "dielectric", None) or ()) or None
-    reward_fn = build_reward(cfg.reward, params, dielectric, clip=cfg.ehull_clip, guards=cfg.guards)
+    reward_fn = build_reward(cfg.reward, params, dielectric, clip=cfg.ehull_clip, guards=cfg.guards,
+                             train=next(iter(_as_list(getattr(inputs, "train", None))), None))
     cap_torch_memory()  # JAX and the reward's torch models share each GPU by fixed fractions (crystalrl.devices)
     log.info("PPO %s from %s: reward %s, beta %g, %d steps of %d samples, guards %s", outputs.model,
              inputs.start_model, cfg.reward, cfg.beta, cfg.steps, cfg.batch_size,
