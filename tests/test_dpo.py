@@ -234,3 +234,20 @@ def test_pairs_from_a_table_of_cifs_are_tokenized_and_a_bad_row_dropped(tmp_path
     pd.DataFrame({"chosen": [cscl]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(KeyError, match="ppo.pairs"):
         pairs_from_table(tmp_path / "bad.parquet", n_max=21)
+
+
+@pytest.mark.slow
+def test_a_dpo_job_waits_for_no_mlip_hull_or_training_tokens(tmp_path):
+    """A dpo run reads its pairs and its start model, nothing else: its job must not wait for (or,
+    on a cluster, stage) the MLIP weights, the hull or the training tokens that PPO reads."""
+    from test_workflow import job_inputs, make_workdir, snakemake
+
+    runs = {"ppo": {"runs": ["ehull", "pref"]}, "ppo_runs": {"pref": {"algorithm": "dpo", "pairs": "pool"}},
+            "mlip": {"backend": "orb", "model": "orb-v2"}}
+    wd = make_workdir(tmp_path, runs)
+    weights, tokens = "resources/mlip/orb-orb-v2.weights", "results/demo/data/tokens_train.parquet"
+    ppo = job_inputs(snakemake(wd, "-n", "-p", "--forceall", "results/demo/models/ppo_ehull"), "ppo")
+    assert weights in ppo and tokens in ppo  # the on-policy run reads both
+    dpo = job_inputs(snakemake(wd, "-n", "-p", "--forceall", "results/demo/models/ppo_pref"), "ppo")
+    assert "results/demo/models/base" in dpo and "results/demo/relax/base/sft_pool.parquet" in dpo, dpo
+    assert weights not in dpo and tokens not in dpo, dpo

@@ -76,25 +76,18 @@ def test_the_run_key_holds_the_training_split(train_file, tmp_path):
     assert key("diversity", []) == reward_key("diversity", params, SimpleNamespace())  # other runs keep their key
 
 
-def _ppo_job_inputs(out: str) -> str:
-    """The input line of the ppo job in a dry run's `-p` listing."""
-    block = re.search(r"^rule ppo:\n(.*?)(?:\n\n|\Z)", out, re.S | re.M)
-    assert block, out[-3000:]
-    return re.search(r"^\s*input: (.*)$", block.group(1), re.M).group(1)
-
-
 @pytest.mark.slow
 def test_the_ppo_job_reads_the_train_split_and_a_misspelled_component_stops_the_dry_run(tmp_path):
-    from test_workflow import make_workdir, snakemake
+    from test_workflow import job_inputs, make_workdir, snakemake
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     good = make_workdir(tmp_path / "a", {"ppo": {"reward": {"ehull": {"weight": 1}, "novelty": {"weight": 0.5}}}})
     out = snakemake(good, "-n", "-p", "--forceall", "results/demo/models/ppo_ehull")
-    assert "results/demo/data/train.parquet" in _ppo_job_inputs(out).split(", ")
+    assert "results/demo/data/train.parquet" in job_inputs(out, "ppo")
     (good / "extra.yaml").write_text("{}\n")  # the demo's ehull alone: the job does not wait for the split
     out = snakemake(good, "-n", "-p", "--forceall", "results/demo/models/ppo_ehull")
-    assert "results/demo/data/train.parquet" not in _ppo_job_inputs(out)
+    assert "results/demo/data/train.parquet" not in job_inputs(out, "ppo")
     bad = make_workdir(tmp_path / "b", {"ppo": {"reward": {"ehull": {"weight": 1}, "novelti": {"weight": 0.5}}}})
     with pytest.raises(AssertionError, match="config key 'ppo.reward.novelti'.*did you mean 'novelty'"):
         snakemake(bad, "-n")

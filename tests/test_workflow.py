@@ -31,6 +31,14 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1200) -> str:
     return out
 
 
+def job_inputs(out: str, rule: str) -> list[str]:
+    """The input files of the first `rule` job in a dry run's `-p` listing."""
+    block = re.search(rf"^rule {rule}:\n(.*?)(?:\n\n|\Z)", out, re.S | re.M)
+    assert block, out[-3000:]
+    line = re.search(r"^\s*input: (.*)$", block.group(1), re.M)
+    return line.group(1).split(", ") if line else []
+
+
 def planned_jobs(out: str) -> dict[str, int]:
     """Rule -> count from the 'Job stats' table of a dry run."""
     if "Job stats:" not in out:

@@ -146,11 +146,16 @@ def ppo_start_model(wildcards):
     return f"{R}/models/{ppo_params(wildcards)['start_from']}"
 
 
+def ppo_offline(wildcards):
+    """Whether PPO run `wildcards.name` is a dpo/ipo run: pairs, no reward, no sampling."""
+    return ppo_params(wildcards)["algorithm"] in ("dpo", "ipo")
+
+
 def ppo_pairs_input(wildcards):
     """A dpo/ipo run's preference pairs: the base model's sft_pool samples and their relaxed
     table (pairs: pool), or the user's table; nothing for the on-policy algorithms."""
     p = ppo_params(wildcards)
-    if p["algorithm"] not in ("dpo", "ipo"):
+    if not ppo_offline(wildcards):
         return []
     if p["pairs"] != "pool":
         return [p["pairs"]]
@@ -164,8 +169,7 @@ def ppo_pairs_input(wildcards):
 def ppo_reward_needs(wildcards, what):
     """Whether a component of PPO run `wildcards.name`'s reward needs `what` loaded (an input
     of its job: crystalrl.rewards.REWARDS); dpo/ipo runs have no reward."""
-    p = ppo_params(wildcards)
-    return p["algorithm"] not in ("dpo", "ipo") and reward_needs(p["reward"], what)
+    return not ppo_offline(wildcards) and reward_needs(ppo_params(wildcards)["reward"], what)
 
 
 # What the novelty reward judges by: the evaluation's own settings, so that it pays for the

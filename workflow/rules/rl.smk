@@ -54,10 +54,10 @@ rule ppo:
     """PPO fine-tuning with a reward (Eq. 1): reward - beta KL(policy || start model);
     or DPO/IPO on preference pairs (ppo.algorithm: dpo, ipo)."""
     input:
-        hull=hull_input(),
-        mlip_weights=mlip_input(),
+        hull=lambda w: hull_input() if ppo_reward_needs(w, "hull") else [],
+        mlip_weights=lambda w: mlip_input() if ppo_reward_needs(w, "mlip") else [],
         start_model=ppo_start_model,
-        train_tokens=tokens("train"),
+        train_tokens=lambda w: [] if ppo_offline(w) else tokens("train"),
         dielectric=lambda w: (
             [
                 rules.train_dielectric.output.eps_model,
@@ -84,8 +84,8 @@ rule ppo:
         **rule_resources("ppo"),
     params:
         ppo=ppo_params,
-        mlip=mlip_params(),
-        hull=hull_params(),
+        mlip=lambda w: {} if ppo_offline(w) else mlip_params(),
+        hull=lambda w: hull_params() if ppo_reward_needs(w, "hull") else {},
         ckpt_dir=lambda w: f"{R}/checkpoints/ppo_{w.name}",
         tokenize=lambda w: config["tokenize"] if pairs_table(w) else {},
         novelty=lambda w: NOVELTY_PARAMS if ppo_reward_needs(w, "train") else {},
