@@ -127,6 +127,34 @@ def test_label_smoothing_and_beta_change_the_run():
         assert not np.allclose(runs[other]["loss"].iloc[1:], runs["plain"]["loss"].iloc[1:])
 
 
+def test_dpo_gamma_adds_the_chosen_likelihood_bonus_of_the_public_code():
+    """loss = DPO loss - gamma * mean log p(chosen) (the public make_dpo_loss): at step 1 the policy is
+    the reference (DPO loss log 2), so the loss is log 2 - gamma * chosen_logp; and gamma keeps the
+    chosen crystals likelier than DPO alone does."""
+    chosen, rejected = toy_pairs(32, 0)
+    runs = {}
+    for gamma in (0.0, 0.5):
+        cfg = PPOConfig.from_dict(dict(algorithm="dpo", pairs="pool", steps=6, batch_size=32, lr=3e-3, seed=0,
+                                       dpo_gamma=gamma))
+        runs[gamma] = run_dpo(build_model(SMALL, seed=0), build_model(SMALL, seed=0), chosen, rejected, cfg)[1]
+    first = runs[0.5].iloc[0]
+    assert first["loss"] == pytest.approx(np.log(2) - 0.5 * first["chosen_logp"], rel=1e-5)
+    assert runs[0.0]["loss"].iloc[0] == pytest.approx(np.log(2), rel=1e-5)
+    assert runs[0.5]["chosen_logp"].iloc[-1] > runs[0.0]["chosen_logp"].iloc[-1]
+
+
+def test_keys_added_later_count_in_a_runs_identity_only_when_switched_on():
+    """A run that leaves dpo_gamma and the buffer off keeps the identity it had before those keys
+    existed (its checkpoints resume); switched on, they make it another run."""
+    from crystalrl.rl.ppo import run_settings
+
+    plain = run_settings(PPOConfig.from_dict({}))
+    assert not {"dpo_gamma", "buffer_gamma", "buffer_size", "steps", "ckpt_every"} & set(plain)
+    assert run_settings(PPOConfig.from_dict(dict(steps=9, ckpt_every=2))) == plain  # a run can be extended
+    assert run_settings(PPOConfig.from_dict(dict(dpo_gamma=0.5)))["dpo_gamma"] == 0.5
+    assert run_settings(PPOConfig.from_dict(dict(buffer_gamma=0.5)))["buffer_size"] == 1024
+
+
 def test_pairs_from_pool_pair_low_and_high_e_hull_within_a_space_group():
     def tok(i):
         return dict(L=[1.0] * 6, XYZ=[0.0] * 6, A=[i + 1, 0], W=[1, 0])

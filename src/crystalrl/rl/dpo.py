@@ -6,9 +6,11 @@ For a pair (c chosen, r rejected), with p the policy and p_ref the frozen start 
     z = (log p(c) - log p_ref(c)) - (log p(r) - log p_ref(r)),    h = beta * z,
     DPO: l = -(1 - eps) log sigma(h) - eps log sigma(-h)   (eps = label_smoothing; 0: the original DPO)
     IPO: l = (z - 1 / (2 beta))^2                          (Azar et al. 2023, Eq. 17)
+    loss = mean_pairs(l) - gamma * mean_pairs(log p(c))     (gamma = dpo_gamma; 0: DPO alone)
 
 exactly as the public code (its `logits` is z; beta multiplies it inside the sigmoids, and
-IPO's target log-ratio margin is 1 / (2 beta)). h is the margin of DPO's implicit reward
+IPO's target log-ratio margin is 1 / (2 beta); its gamma term, a likelihood bonus on the
+chosen crystals, keeps DPO from lowering both likelihoods at once). h is the margin of DPO's implicit reward
 beta * log(p / p_ref) between the chosen and the rejected crystal. log p is the model's own
 sequence likelihood (`crystalrl.rl.ppo.total_logp`, dropout off).
 
@@ -34,7 +36,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from crystalrl.digest import digest_arrays
 from crystalrl.model.store import abstract_like, params_of
-from crystalrl.rl.ppo import PPOConfig, _as_state, _logp_fn, save_or_stop, total_logp
+from crystalrl.rl.ppo import PPOConfig, _as_state, _logp_fn, run_settings, save_or_stop, total_logp
 from crystalrl.timelimit import StopRequest, stops_text
 from crystalrl.tokenizer import TOKEN_KEYS, tokens_to_arrays
 from crystalrl.train.checkpoint import CheckpointStore
@@ -119,7 +121,10 @@ def _make_update(graphdef, rest, tx, cfg: PPOConfig, mesh):
         loss_B, h_B = preference_loss(logp_c_B, logp_r_B, ref_c_B, ref_r_B, cfg.dpo_beta, cfg.label_smoothing,
                                       ipo=cfg.algorithm == "ipo")
         log_ratio = jnp.concatenate([logp_c_B - ref_c_B, logp_r_B - ref_r_B])
-        return jnp.mean(loss_B), dict(margin=jnp.mean(h_B), accuracy=jnp.mean((h_B > 0).astype(jnp.float32)),
+        loss = jnp.mean(loss_B)
+        if cfg.dpo_gamma:  # 0: the exact program of DPO alone
+            loss = loss - cfg.dpo_gamma * jnp.mean(logp_c_B)
+        return loss, dict(margin=jnp.mean(h_B), accuracy=jnp.mean((h_B > 0).astype(jnp.float32)),
                                       kl=jnp.mean(log_ratio), chosen_logp=jnp.mean(logp_c_B),
                                       rejected_logp=jnp.mean(logp_r_B))
 
@@ -190,7 +195,7 @@ def run_dpo(policy, reference, chosen: dict, rejected: dict, cfg: PPOConfig, *, 
     state["opt_state"] = tx.init(state["params"])
     state = jax.device_put(state, repl)
     history, start, stops = [], 0, []
-    run_id = dict(cfg={k: v for k, v in cfg.to_dict().items() if k not in ("steps", "ckpt_every")},
+    run_id = dict(cfg=run_settings(cfg),
                   start_params=digest_arrays(state["params"]), reference_params=digest_arrays(ref_params),
                   pairs=digest_arrays([chosen, rejected]), inputs=run_key or {})
     store = CheckpointStore(ckpt_dir, log=log) if ckpt_dir else None

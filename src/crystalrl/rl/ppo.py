@@ -21,9 +21,15 @@ reference: A_hat -= c * (log p_theta(x) - mean_batch log p_old). Its gradient at
 -c (log p + 1 - mean) grad log p, is the score-function gradient of c * H(p_theta), H
 estimated by -log p of the sampled crystal (logged per step as `entropy`); c = 0 leaves
 the step as it was, bit for bit. DPO/IPO (offline, from pairs) live in `crystalrl.rl.dpo`.
+
+The experience buffer of CrystalFormer-CSP (`buffer_gamma` gamma > 0; `crystalrl.rl.buffer`)
+keeps the best samples so far and adds gamma * mean log p_theta(buffer draw) to J at every
+update, a separate term of the jitted objective; gamma = 0 builds no buffer and leaves the
+step, its metrics and its checkpoints as they were, bit for bit.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -46,6 +52,7 @@ from crystalrl.model.likelihood import logp_terms
 from crystalrl.model.sampler import SampleBatch, sample
 from crystalrl.model.store import abstract_like, params_of
 from crystalrl.rewards import RewardResult
+from crystalrl.rl.buffer import BUFFER_KEYS, Buffer
 from crystalrl.spacegroups import draw_spacegroups
 from crystalrl.tokenizer import TOKEN_KEYS
 from crystalrl.timelimit import StopRequest, TimeLimit, stop_record, stops_text
@@ -91,8 +98,13 @@ class PPOConfig(SectionConfig):
     pairs: str | None
     dpo_beta: float
     label_smoothing: float
+    dpo_gamma: float
     pair_min_gap: float
     pair_chosen_max: float | None
+    buffer_gamma: float
+    buffer_fraction: float
+    buffer_size: int
+    buffer_batch: int
 
 
 def total_logp(model, batch) -> jax.Array:
@@ -118,22 +130,31 @@ def advantages(r: np.ndarray, baseline: float | None, abstain: np.ndarray, G: np
     return adv
 
 
-def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh, n_micro: int = 1, entropy_coef: float = 0.0):
+def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh, n_micro: int = 1, entropy_coef: float = 0.0,
+                 buffer_gamma: float = 0.0):
     """One jitted PPO gradient step on a (mini)batch, data parallel over `mesh`: the batch split
     over its devices, the state replicated, the gradient all-reduced by XLA. With `n_micro` > 1
     the gradient is accumulated over that many equal micro-batches (the same step, a fraction
-    of the activation memory; rows j, j + n, ... form micro-batch j, as in pretraining)."""
+    of the activation memory; rows j, j + n, ... form micro-batch j, as in pretraining).
+    With `buffer_gamma` > 0 the step takes a sixth argument, a draw of buffer rows (split over
+    the devices and micro-batches like the batch), and the loss subtracts
+    buffer_gamma * mean log p_theta(draw) (`crystalrl.rl.buffer`), logged as `buffer_logp`."""
     repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
-    def objective(params, batch, old_logp, ref_logp, adv):
-        lp = total_logp(nnx.merge(graphdef, params, rest, copy=True), batch)
+    def objective(params, batch, old_logp, ref_logp, adv, *buffer_draw):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        lp = total_logp(model, batch)
         a_hat = adv - beta * (lp - ref_logp)
         if entropy_coef:  # the entropy bonus: a KL term against a uniform reference (module docstring)
             a_hat = a_hat - entropy_coef * (lp - jnp.mean(old_logp))
         ratio = jnp.exp(lp - old_logp)
         surrogate = jnp.minimum(ratio * a_hat, jnp.clip(ratio, 1 - eps, 1 + eps) * a_hat)
         clipped = jnp.mean((jnp.abs(ratio - 1) > eps).astype(jnp.float32))
-        return -jnp.mean(surrogate), dict(clip_frac=clipped, ratio_max=jnp.max(ratio))
+        loss, aux = -jnp.mean(surrogate), dict(clip_frac=clipped, ratio_max=jnp.max(ratio))
+        if buffer_gamma:  # the likelihood term on the experience buffer (crystalrl.rl.buffer)
+            buffer_logp = jnp.mean(total_logp(model, *buffer_draw))
+            loss, aux = loss - buffer_gamma * buffer_logp, dict(aux, buffer_logp=buffer_logp)
+        return loss, aux
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
 
@@ -142,22 +163,26 @@ def _make_update(graphdef, rest, tx, beta: float, eps: float, mesh, n_micro: int
                              rows)
         micro = jax.lax.with_sharding_constraint(micro, NamedSharding(mesh, P(None, "data")))
 
-        def body(acc, mb):
+        def body(acc, mb):  # aux: ratio_max the largest, the others summed (then averaged)
             (loss, aux), g = grad_fn(params, *mb)
-            total_g, total_loss, clip, rmax = acc
-            return (jax.tree.map(jnp.add, total_g, g), total_loss + loss, clip + aux["clip_frac"],
-                    jnp.maximum(rmax, aux["ratio_max"])), None
+            total_g, total_loss, total_aux = acc
+            total_aux = {k: jnp.maximum(total_aux[k], v) if k == "ratio_max" else total_aux[k] + v
+                         for k, v in aux.items()}
+            return (jax.tree.map(jnp.add, total_g, g), total_loss + loss, total_aux), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        (g, loss, clip, rmax), _ = jax.lax.scan(body, (zeros, 0.0, 0.0, -jnp.inf), micro)
-        return (loss / n_micro, dict(clip_frac=clip / n_micro, ratio_max=rmax)), jax.tree.map(lambda x: x / n_micro, g)
+        aux0 = dict(clip_frac=0.0, ratio_max=-jnp.inf, **(dict(buffer_logp=0.0) if buffer_gamma else {}))
+        (g, loss, aux), _ = jax.lax.scan(body, (zeros, 0.0, aux0), micro)
+        aux = {k: v if k == "ratio_max" else v / n_micro for k, v in aux.items()}
+        return (loss / n_micro, aux), jax.tree.map(lambda x: x / n_micro, g)
 
-    @partial(jax.jit, in_shardings=(repl, data_sh, data_sh, data_sh, data_sh), out_shardings=(repl, repl))
-    def update(state, batch, old_logp, ref_logp, adv):
+    # state; batch, old_logp, ref_logp, adv (and the buffer draw when buffer_gamma > 0)
+    @partial(jax.jit, in_shardings=(repl,) + (data_sh,) * (5 if buffer_gamma else 4), out_shardings=(repl, repl))
+    def update(state, *rows):
         if n_micro == 1:
-            (loss, aux), grads = grad_fn(state["params"], batch, old_logp, ref_logp, adv)
+            (loss, aux), grads = grad_fn(state["params"], *rows)
         else:
-            (loss, aux), grads = accumulated(state["params"], batch, old_logp, ref_logp, adv)
+            (loss, aux), grads = accumulated(state["params"], *rows)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         return dict(params=optax.apply_updates(state["params"], updates), opt_state=opt_state), \
             dict(loss=loss, grad_norm=optax.global_norm(grads), **aux)
@@ -208,6 +233,14 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
     if cfg.algorithm not in ("ppo", "grpo", "reinforce"):
         raise ValueError(f"config key 'ppo.algorithm': {cfg.algorithm!r} is offline; run it with crystalrl.rl.dpo")
     update = _make_update(graphdef, rest, tx, cfg.beta, eps, mesh, n_micro, cfg.entropy_coef)
+    buffer = update_buffer = None  # the experience buffer (crystalrl.rl.buffer): only with buffer_gamma > 0
+    if cfg.buffer_gamma:
+        if cfg.buffer_batch % (n_micro * n_dev):
+            raise ValueError(f"config key 'ppo.buffer_batch': {cfg.buffer_batch} must be a multiple of the {n_dev} "
+                             f"device(s) times the {n_micro} micro-batch(es) of each update (ppo.micro_batch)")
+        update_buffer = _make_update(graphdef, rest, tx, cfg.beta, eps, mesh, n_micro, cfg.entropy_coef,
+                                     cfg.buffer_gamma)
+        buffer = Buffer.empty(cfg.buffer_size, policy.cfg.n_max)
     # conditioning steers the draw; the log p of the ratio and the KL is the model's own (crystalrl.model.condition)
     mask, bias = atom_mask(cfg.elements, policy.cfg), atom_bias(cfg.composition_bias, policy.cfg)
     logp = _logp_fn(graphdef, rest, mesh)
@@ -219,14 +252,16 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
     # A checkpoint is resumed only by the run that wrote it: the same settings (all but the
     # step count, so a run can be extended), start and reference parameters by value, space
     # group distribution and reward inputs (`run_key`). Anything else is set aside, never resumed.
-    run_id = dict(cfg={k: v for k, v in cfg.to_dict().items() if k not in ("steps", "ckpt_every")},
+    run_id = dict(cfg=run_settings(cfg),
                   start_params=digest_arrays(state["params"]), reference_params=digest_arrays(ref_params),
                   spacegroup_probs=digest_arrays(np.asarray(sg_probs, np.float64)), inputs=run_key or {})
     store = CheckpointStore(ckpt_dir, log=log) if ckpt_dir else None
     if store is not None:
-        resumed = store.resume(abstract_like(state, repl), run_id, max_step=cfg.steps)
+        resumed = store.resume(abstract_like(_with_buffer(state, buffer), repl), run_id, max_step=cfg.steps)
         if resumed is not None:
             start, state, meta = resumed
+            if buffer is not None:  # the buffer is saved beside the parameters
+                buffer = Buffer.from_arrays(state.pop("buffer"))
             baseline, history, stops = meta["baseline"], meta["history"], meta.get("stops", [])
             log.info("resumed PPO from %s at step %d", ckpt_dir, start)
             if stops:
@@ -236,7 +271,9 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
     with StopRequest(log) as stop:
         for step in range(start, cfg.steps):
             t0 = time.time()
-            k_g, k_s = jax.random.split(jax.random.fold_in(key0, step))
+            k_step = jax.random.fold_in(key0, step)
+            k_g, k_s = jax.random.split(k_step)
+            k_buffer = jax.random.fold_in(k_step, 1)  # the buffer draw of update u: fold_in(k_buffer, u)
             if cfg.algorithm == "grpo":  # groups of group_size samples share a space group
                 G = np.repeat(draw_spacegroups(k_g, sg_probs, cfg.batch_size // cfg.group_size), cfg.group_size)
             else:
@@ -259,20 +296,25 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
                 r_mean = float(r.mean()) if rr.abstain is None else float(r[~abstain].mean())
                 baseline = r_mean if baseline is None else cfg.ema * baseline + (1 - cfg.ema) * r_mean
             tokens = out.tokens()
+            if buffer is not None:  # the step's best valid, scored samples enter the buffer before its updates
+                buffer = buffer.insert(tokens, r, np.asarray(rr.valid, bool) & ~abstain, cfg.buffer_fraction)
             batch = jax.device_put({k: np.asarray(v) for k, v in tokens.items()}, data_sh)
             old_logp = logp(state["params"], batch)
             ref_logp = logp(ref_params, batch)
             adv = jax.device_put(np.asarray(advantages(r, baseline, abstain, G, cfg.algorithm), np.float32), data_sh)
+            # with a non-empty buffer each update adds the likelihood of its own draw; else () and the plain step
+            draws = _buffer_draws(buffer, k_buffer, cfg.buffer_batch, data_sh)
+            step_update = update_buffer if buffer is not None and buffer.rows else update
             for epoch in range(epochs):
                 if n_mini == 1:  # the paper: every epoch one step on the whole batch
-                    state, aux = update(state, batch, old_logp, ref_logp, adv)
+                    state, aux = step_update(state, batch, old_logp, ref_logp, adv, *next(draws))
                     continue
                 order = np.random.default_rng([cfg.seed, step, epoch]).permutation(cfg.batch_size)
                 host = dict(tokens, old=np.asarray(old_logp), ref=np.asarray(ref_logp), adv=np.asarray(adv))
                 for part in order.reshape(n_mini, mini):
                     mb = jax.device_put({k: np.asarray(v)[part] for k, v in host.items()}, data_sh)
                     old, ref, a = mb.pop("old"), mb.pop("ref"), mb.pop("adv")
-                    state, aux = update(state, mb, old, ref, a)
+                    state, aux = step_update(state, mb, old, ref, a, *next(draws))
             kl = np.asarray(old_logp - ref_logp)
             row = dict(step=step + 1, reward_mean=float(r.mean()), reward_std=float(r.std()),
                        baseline=baseline, kl=float(kl.mean()), entropy=float(-np.mean(np.asarray(old_logp))),
@@ -280,6 +322,9 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
                        n_atoms_mean=float(np.mean(out.n_atoms)),
                        loss=float(aux["loss"]), clip_frac=float(aux["clip_frac"]),
                        grad_norm=float(aux["grad_norm"]))
+            if buffer is not None:  # buffer_logp: mean log p of the last update's draw (NaN while empty)
+                row.update(buffer_rows=buffer.rows, buffer_reward_mean=buffer.reward_mean(),
+                           buffer_logp=float(aux.get("buffer_logp", np.nan)))
             for name, v in rr.extras.items():
                 row[f"{name}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else np.nan
             row.update(time_sample_s=t_sample, time_step_s=time.time() - t0)
@@ -294,8 +339,8 @@ def run_ppo(policy, reference, reward_fn: Callable[[list], RewardResult],
                     "(or check the reward for NaN) and rerun.")
             if on_metrics is not None:  # the stage writes the table after every step: a live curve
                 on_metrics(pd.DataFrame(history))
-            save_or_stop(done, cfg, stop, store, state, dict(baseline=baseline, history=history, run=run_id), stops,
-                         ckpt_dir)
+            save_or_stop(done, cfg, stop, store, _with_buffer(state, buffer),
+                         dict(baseline=baseline, history=history, run=run_id), stops, ckpt_dir)
             if stop_after is not None and done >= stop_after:
                 break
     if store is not None:
@@ -316,6 +361,29 @@ def save_or_stop(done: int, cfg, stop, store, state, meta: dict, stops: list, ck
         if store is not None:
             store.close()
         raise TimeLimit(done, str(ckpt_dir))
+
+
+def run_settings(cfg: PPOConfig) -> dict:
+    """The settings that decide whether a checkpoint is this run's (PPO and DPO): all but the
+    step count (a run can be extended) and the checkpoint interval. Keys added after runs existed
+    (the buffer's, dpo_gamma) count only when switched on, so a run that leaves them off
+    resumes the checkpoints it wrote before they existed."""
+    off = {"steps", "ckpt_every"} | (set() if cfg.buffer_gamma else set(BUFFER_KEYS))
+    off |= set() if cfg.dpo_gamma else {"dpo_gamma"}
+    return {k: v for k, v in cfg.to_dict().items() if k not in off}
+
+
+def _buffer_draws(buffer: Buffer | None, key: jax.Array, n: int, sharding):
+    """For update u = 0, 1, ... of a step: a 1-tuple holding the draw of `n` buffer rows with
+    fold_in(key, u), placed with `sharding`; () when there is no buffer or it is empty."""
+    for u in itertools.count():
+        yield () if buffer is None or not buffer.rows else (
+            jax.device_put(buffer.draw(jax.random.fold_in(key, u), n), sharding),)
+
+
+def _with_buffer(state: dict, buffer: Buffer | None) -> dict:
+    """What a checkpoint holds: the training state, and the experience buffer when there is one."""
+    return state if buffer is None else dict(state, buffer=buffer.arrays())
 
 
 def _as_state(template: nnx.State, params: dict) -> nnx.State:
