@@ -340,6 +340,14 @@ def test_alexandria_config_runs_on_the_files_it_names(shared_data, repo_root, mo
     assert cfg["hull"]["format"] == mp["format"]
     for key in ("reference", "elemental_entries"):
         assert (repo_root / cfg["hull"][key]).resolve() == Path(mp[key]).resolve(), key
+    # the algorithm comparison of docs/rl.md, an overlay on it (bench/bench_algorithms.py)
+    update_config(cfg, yaml.safe_load((repo_root / "config" / "compare.yaml").read_text()))
+    cfg = validate_config(cfg)
+    assert check_workflow_config(cfg) == []
+    from crystalrl.config import ppo_run_config
+
+    runs = [ppo_run_config(cfg, name) for name in cfg["ppo"]["runs"]]
+    assert sorted((r["algorithm"], r["seed"]) for r in runs) == [(a, s) for a in ("dpo", "grpo", "ppo") for s in (0, 1)]
 
 
 def test_large_chemical_systems_use_the_linear_program(mp_hull):
