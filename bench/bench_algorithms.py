@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_effect import judge, load_config  # noqa: E402  (a sibling script)
+from bench_effect import judge, load_run  # noqa: E402  (a sibling script)
 
 from crystalrl.io import write_text_atomic  # noqa: E402
 from crystalrl.runtime import set_threads  # noqa: E402
@@ -74,26 +74,12 @@ def main():
 
     from crystalrl.config import ppo_run_config
     from crystalrl.ehull import e_hull_as_generated
-    from crystalrl.evaluate.matching import NoveltyIndex
-    from crystalrl.evaluate.sun import EvaluateConfig
-    from crystalrl.hull import HullConfig, load_hull
-    from crystalrl.mlip import MLIPConfig, load_mlip
     from crystalrl.model.store import load_model
-    from crystalrl.spacegroups import spacegroup_probs
-    from crystalrl.train.data import load_token_arrays
 
-    cwd, wd = os.getcwd(), Path(args.workdir)
-    cfg = load_config(wd, args.configfile)
-    os.chdir(wd)  # config paths are relative to where snakemake runs
-    run = Path("results") / cfg["run"]
+    cwd = os.getcwd()
+    cfg, run, sg_probs, mlip, hull, evaluate_cfg, novelty = load_run(Path(args.workdir), args.configfile)
     runs = {name: ppo_run_config(cfg, name) for name in cfg["ppo"]["runs"]}
     base = load_model(run / "models" / "base")[0]
-    train_arrays, _ = load_token_arrays(run / "data" / "tokens_train.parquet")
-    sg_probs = spacegroup_probs("train", train_arrays["G"])  # the training distribution, as `dist` and PPO
-    mlip, hull = load_mlip(MLIPConfig.from_dict(cfg["mlip"])), load_hull(HullConfig.from_dict(cfg["hull"]))
-    evaluate_cfg = EvaluateConfig.from_dict(cfg["evaluate"])
-    novelty = NoveltyIndex(pd.read_parquet(run / "data" / "train.parquet"), evaluate_cfg.matcher,
-                           evaluate_cfg.match_spacegroup)
     seeds = sorted({r["seed"] for r in runs.values()})
     todo = [("base", "base", base, s) for s in seeds]
     todo += [(r["algorithm"], name, load_model(run / "models" / f"ppo_{name}")[0], r["seed"]) for name, r in runs.items()]

@@ -50,6 +50,29 @@ def load_config(workdir: Path, configfiles: list[str]) -> dict:
     return validate_config(cfg)
 
 
+def load_run(workdir: Path, configfiles: list[str]):
+    """What scoring fresh samples of a finished run needs, loaded once (the cwd becomes `workdir`,
+    where the config's relative paths hold): (config, results/{run}, the training split's space
+    group probabilities, MLIP, hull, EvaluateConfig, NoveltyIndex of the training split)."""
+    from crystalrl.evaluate.matching import NoveltyIndex
+    from crystalrl.evaluate.sun import EvaluateConfig
+    from crystalrl.hull import HullConfig, load_hull
+    from crystalrl.mlip import MLIPConfig, load_mlip
+    from crystalrl.spacegroups import spacegroup_probs
+    from crystalrl.train.data import load_token_arrays
+
+    cfg = load_config(workdir, configfiles)
+    os.chdir(workdir)  # config paths are relative to where snakemake runs
+    run = Path("results") / cfg["run"]
+    train_arrays, _ = load_token_arrays(run / "data" / "tokens_train.parquet")
+    sg_probs = spacegroup_probs("train", train_arrays["G"])  # the training distribution, as `dist` and PPO
+    mlip, hull = load_mlip(MLIPConfig.from_dict(cfg["mlip"])), load_hull(HullConfig.from_dict(cfg["hull"]))
+    evaluate_cfg = EvaluateConfig.from_dict(cfg["evaluate"])
+    novelty = NoveltyIndex(pd.read_parquet(run / "data" / "train.parquet"), evaluate_cfg.matcher,
+                           evaluate_cfg.match_spacegroup)
+    return cfg, run, sg_probs, mlip, hull, evaluate_cfg, novelty
+
+
 def draw_and_score(models: dict, sg_probs, *, n: int, seeds, mlip, hull,
                    temperature: float, top_p: float) -> list[dict]:
     """Fresh samples of every (model, seed), drawn by `fresh_sample_rewards` with the same keys,
@@ -139,27 +162,12 @@ def main():
     set_threads(args.threads)
     warnings.filterwarnings("ignore")
 
-    from crystalrl.evaluate.matching import NoveltyIndex
-    from crystalrl.evaluate.sun import EvaluateConfig
-    from crystalrl.hull import HullConfig, load_hull
-    from crystalrl.mlip import MLIPConfig, load_mlip
     from crystalrl.model.store import load_model
-    from crystalrl.spacegroups import spacegroup_probs
-    from crystalrl.train.data import load_token_arrays
 
-    cwd, wd = os.getcwd(), Path(args.workdir)
-    cfg = load_config(wd, args.configfile)
-    os.chdir(wd)  # config paths are relative to where snakemake runs
-    run = Path("results") / cfg["run"]
+    cwd = os.getcwd()
+    cfg, run, sg_probs, mlip, hull, evaluate_cfg, novelty = load_run(Path(args.workdir), args.configfile)
     names = args.models or list(cfg["evaluate"]["models"])
     models = {m: load_model(run / "models" / m)[0] for m in names}
-    train_arrays, _ = load_token_arrays(run / "data" / "tokens_train.parquet")
-    sg_probs = spacegroup_probs("train", train_arrays["G"])  # the training distribution, as `dist` and PPO
-    mlip_cfg = MLIPConfig.from_dict(cfg["mlip"])
-    mlip, hull = load_mlip(mlip_cfg), load_hull(HullConfig.from_dict(cfg["hull"]))
-    evaluate_cfg = EvaluateConfig.from_dict(cfg["evaluate"])
-    novelty = NoveltyIndex(pd.read_parquet(run / "data" / "train.parquet"), evaluate_cfg.matcher,
-                           evaluate_cfg.match_spacegroup)
     print(f"run {cfg['run']}: models {names}, {args.n} fresh samples x seeds {args.seeds}; "
           f"MLIP {mlip!r}; hull {hull!r}; stable = e_hull < {evaluate_cfg.stable_threshold} eV/atom")
 
