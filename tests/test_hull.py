@@ -347,7 +347,8 @@ def test_alexandria_config_runs_on_the_files_it_names(shared_data, repo_root, mo
     from crystalrl.config import ppo_run_config
 
     runs = [ppo_run_config(cfg, name) for name in cfg["ppo"]["runs"]]
-    assert sorted((r["algorithm"], r["seed"]) for r in runs) == [(a, s) for a in ("dpo", "grpo", "ppo") for s in (0, 1)]
+    assert sorted((r["algorithm"], r["dpo_gamma"], r["seed"]) for r in runs) == [
+        (a, g, s) for a, g in (("dpo", 0.0), ("dpo", 0.1), ("grpo", 0.0), ("ipo", 0.0), ("ppo", 0.0)) for s in (0, 1)]
 
 
 def test_large_chemical_systems_use_the_linear_program(mp_hull):
