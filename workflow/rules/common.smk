@@ -169,7 +169,9 @@ def ppo_pairs_input(wildcards):
 def ppo_reward_needs(wildcards, what):
     """Whether a component of PPO run `wildcards.name`'s reward needs `what` loaded (an input
     of its job: crystalrl.rewards.REWARDS); dpo/ipo runs have no reward."""
-    return not ppo_offline(wildcards) and reward_needs(ppo_params(wildcards)["reward"], what)
+    return not ppo_offline(wildcards) and reward_needs(
+        ppo_params(wildcards)["reward"], what
+    )
 
 
 # What the novelty reward judges by: the evaluation's own settings, so that it pays for the
