@@ -43,24 +43,36 @@ def pretrain_curves(metrics: dict[str, pd.DataFrame], path) -> None:
 
 
 def ppo_curves(metrics: dict[str, pd.DataFrame], path) -> None:
-    """Paper Fig. 2: expected e_hull (or reward) and KL to the base model versus PPO step."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    """Paper Fig. 2: expected e_hull (or reward) and KL to the base model versus step, one
+    colour per run. dpo/ipo runs (no samples, no reward: their metrics have `margin`) draw
+    their preference margin in a panel of their own, not on the e_hull axis; their KL is on
+    their pairs, not on samples."""
+    online = {n: df for n, df in metrics.items() if "margin" not in df}
+    offline = {n: df for n, df in metrics.items() if "margin" in df}
+    panels = (["signal"] if online else []) + (["margin"] if offline else []) + ["kl"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    ax = dict(zip(panels, axes[0]))
+    color = {n: model_color(f"ppo_{n}") if len(metrics) == 1 else plt.cm.tab10(i % 10) for i, n in enumerate(metrics)}
+    with_e_hull = {n for n, df in online.items() if "e_hull_mean" in df and df["e_hull_mean"].notna().any()}
+    for name, df in online.items():
+        col, what = ("e_hull_mean", "mean e_hull") if name in with_e_hull else ("reward_mean", "mean reward")
+        ax["signal"].plot(df["step"], df[col], "-o", ms=3, color=color[name], label=f"{name}: {what}")
+    if online:
+        ax["signal"].set_ylabel("mean e_hull of samples (eV/atom)" if with_e_hull == set(online) else
+                                "mean reward" if not with_e_hull else "mean e_hull (eV/atom) or mean reward")
+        ax["signal"].set_title("Expected reward signal during fine-tuning")
+    for name, df in offline.items():
+        ax["margin"].plot(df["step"], df["margin"], "-o", ms=3, color=color[name], label=name)
+    if offline:
+        ax["margin"].set_ylabel("preference margin h = beta * z (mean over the step's pairs)")
+        ax["margin"].set_title("DPO / IPO: chosen over rejected")
     for name, df in metrics.items():
-        c = model_color(f"ppo_{name}")
-        if "e_hull_mean" in df and df["e_hull_mean"].notna().any():
-            ax1.plot(df["step"], df["e_hull_mean"], "-o", ms=3, color=c, label=f"{name}: mean e_hull")
-            ax1.set_ylabel("mean e_hull of samples (eV/atom)")
-        else:
-            ax1.plot(df["step"], df["reward_mean"], "-o", ms=3, color=c, label=f"{name}: mean reward")
-            ax1.set_ylabel("mean reward")
-        ax2.plot(df["step"], df["kl"], "-o", ms=3, color=c, label=name)
-    ax1.set_xlabel("PPO step")
-    ax1.set_title("Expected reward signal during fine-tuning")
-    ax1.legend()
-    ax2.set_xlabel("PPO step")
-    ax2.set_ylabel("KL(policy || base) estimate (nats per crystal)")
-    ax2.set_title("Distance from the base model")
-    ax2.legend()
+        ax["kl"].plot(df["step"], df["kl"], "-o", ms=3, color=color[name], label=name)
+    ax["kl"].set_ylabel("KL(policy || base) estimate (nats per crystal)")
+    ax["kl"].set_title("Distance from the base model" + (" (dpo/ipo: on their pairs)" if offline else ""))
+    for a in ax.values():
+        a.set_xlabel("step")
+        a.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
 
