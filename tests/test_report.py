@@ -85,9 +85,10 @@ def test_figures_are_written(tmp_path):
         assert w > 300 and h > 200
 
 
-def test_dpo_runs_draw_their_margin_apart_from_the_e_hull_curves(tmp_path):
+def test_dpo_margins_and_reward_components_get_panels_of_their_own(tmp_path):
     """A dpo/ipo run has no e_hull: its preference margin gets a panel of its own (the figure
-    grows from 2 panels to 3) instead of sharing the e_hull axis."""
+    grows from 2 panels to 3) instead of sharing the e_hull axis; so do the components of a
+    weighted reward, each logged per step (issue 27)."""
     ppo = pd.DataFrame({"step": [1, 2, 3], "reward_mean": [-1, -0.8, -0.5], "e_hull_mean": [1, 0.8, 0.5],
                         "kl": [0.0, 0.5, 1.0]})
     dpo = pd.DataFrame({"step": [1, 2, 3], "reward_mean": [0, 0.1, 0.2], "margin": [0, 0.1, 0.2],
@@ -95,8 +96,11 @@ def test_dpo_runs_draw_their_margin_apart_from_the_e_hull_curves(tmp_path):
     figures.ppo_curves({"ppo_s0": ppo, "ppo_s1": ppo}, tmp_path / "two.png")
     figures.ppo_curves({"ppo_s0": ppo, "dpo_s0": dpo}, tmp_path / "three.png")
     figures.ppo_curves({"dpo_s0": dpo}, tmp_path / "dpo.png")
-    w2, w3, w_dpo = (Image.open(tmp_path / f).size[0] for f in ("two.png", "three.png", "dpo.png"))
-    assert w3 > 1.3 * w2 and abs(w_dpo - w2) < 0.1 * w2
+    # a weighted reward's components (reward_<component>_mean) get a panel too
+    weighted = ppo.assign(reward_ehull_mean=[-1, -0.8, -0.5], reward_novelty_mean=[0.2, 0.3, 0.4])
+    figures.ppo_curves({"mix": weighted}, tmp_path / "parts.png")
+    w2, w3, w_dpo, w_parts = (Image.open(tmp_path / f).size[0] for f in ("two.png", "three.png", "dpo.png", "parts.png"))
+    assert w3 > 1.3 * w2 and abs(w_dpo - w2) < 0.1 * w2 and w_parts > 1.3 * w2
 
 
 def test_markdown_table(tmp_path):

@@ -4,6 +4,8 @@ Each function takes DataFrames and an output path, so tests can call them direct
 """
 from __future__ import annotations
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -44,12 +46,15 @@ def pretrain_curves(metrics: dict[str, pd.DataFrame], path) -> None:
 
 def ppo_curves(metrics: dict[str, pd.DataFrame], path) -> None:
     """Paper Fig. 2: expected e_hull (or reward) and KL to the base model versus step, one
-    colour per run. dpo/ipo runs (no samples, no reward: their metrics have `margin`) draw
+    colour per run; a weighted reward's components in a panel of their own. dpo/ipo runs (no samples, no reward: their metrics have `margin`) draw
     their preference margin in a panel of their own, not on the e_hull axis; their KL is on
     their pairs, not on samples."""
     online = {n: df for n, df in metrics.items() if "margin" not in df}
     offline = {n: df for n, df in metrics.items() if "margin" in df}
-    panels = (["signal"] if online else []) + (["margin"] if offline else []) + ["kl"]
+    # a weighted reward logs each component's batch mean (`reward_<component>_mean`, before weighting)
+    parts = {n: [c for c in df.columns if re.fullmatch(r"reward_.+_mean", c)] for n, df in online.items()}
+    panels = (["signal"] if online else []) + (["parts"] if any(parts.values()) else []) \
+        + (["margin"] if offline else []) + ["kl"]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     ax = dict(zip(panels, axes[0]))
     color = {n: model_color(f"ppo_{n}") if len(metrics) == 1 else plt.cm.tab10(i % 10) for i, n in enumerate(metrics)}
@@ -61,6 +66,15 @@ def ppo_curves(metrics: dict[str, pd.DataFrame], path) -> None:
         ax["signal"].set_ylabel("mean e_hull of samples (eV/atom)" if with_e_hull == set(online) else
                                 "mean reward" if not with_e_hull else "mean e_hull (eV/atom) or mean reward")
         ax["signal"].set_title("Expected reward signal during fine-tuning")
+    styles = {}
+    for name, cols in parts.items():
+        for col in cols:
+            ls = styles.setdefault(col, ["-", "--", ":", "-."][len(styles) % 4])
+            ax["parts"].plot(online[name]["step"], online[name][col], ls, marker="o", ms=2, color=color[name],
+                             label=f"{name}: {col[len('reward_'):-len('_mean')]}")
+    if "parts" in ax:
+        ax["parts"].set_ylabel("component mean over the batch (before weighting)")
+        ax["parts"].set_title("Reward components")
     for name, df in offline.items():
         ax["margin"].plot(df["step"], df["margin"], "-o", ms=3, color=color[name], label=name)
     if offline:
