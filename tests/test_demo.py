@@ -62,7 +62,8 @@ def test_demo_hands_on_candidates_a_chemist_can_open(demo):
     for model in demo.config["evaluate"]["models"]:
         folder = demo.res / "candidates" / model
         table = pd.read_csv(folder / "candidates.csv", keep_default_na=False)
-        assert (table["e_hull"] <= 0.1).all() and table["valid"].all()
+        e_hull, relaxed = (pd.to_numeric(table[c], errors="coerce") for c in ("e_hull", "e_hull_relaxed"))
+        assert ((e_hull <= 0.1) | (relaxed <= 0.1)).all() and table["valid"].all()  # as generated or relaxed
         for cif in table["cif_file"]:
             assert len(Structure.from_file(folder / cif)) == len(ase_read(folder / cif))
         if len(table):
